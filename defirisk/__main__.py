@@ -1,0 +1,3 @@
+from defirisk.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Devnet: real protocol code deployed on a local anvil from scenario files."""
