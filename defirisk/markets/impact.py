@@ -1,0 +1,317 @@
+"""Market impact: how selling an asset moves its market price (pure, vectorised over numpy arrays).
+
+Every venue is modelled by its *relative* curve r = mid(state) / mid(initial state) and the asset's
+market price is `price_usd * r`: the venue gives the shape of the impact, the snapshot's oracle price
+anchors its level (so a venue whose quote is itself priced in USD, or a reader's rounding, cannot
+create a spurious jump at zero shock). Amounts are whole tokens of the asset being sold.
+
+Venue kinds (parameters in venues.json, equations in docs/model.md):
+- constant_product: Uniswap V2 style x*y=k; the fee stays in the pool (reserves grow by the full
+  input), so two sales differ from one sale of their sum: the state is the reserves (B, Q).
+- uniswap_v3: concentrated liquidity, exact across initialized ticks; the fee is taken from the input
+  and does not move the price, so the state is the cumulative net input (path independent).
+- linear:      r = 1 - lambda*q/p0                 (lambda: USD per token per token sold)
+- exponential: r = floor + (1-floor)*exp(-q/depth) (Cont-Schaanning; depth in tokens, floor in [0,1))
+- sqrt:        r = 1 - y*sigma*sqrt(q/volume)      (square-root law; volume in tokens)
+Linear and sqrt prices stop at zero.
+
+Several venues for one asset form one aggregate curve: a sale is split so that all venues end at the
+same relative price (what arbitrage between them enforces); fees enter through each venue's own
+amount-to-price map, so a higher-fee pool takes a slightly larger gross amount for the same move.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from defirisk.errors import InputError
+from defirisk.model import Asset, Venue
+
+Q96 = 2.0 ** 96
+MIN_TICK, MAX_TICK = -887272, 887272
+_BISECT_STEPS = 200  # relative-price bisection for routed sales; 2^-200 is far below float eps
+
+
+def _num(params: Mapping[str, Any], key: str, where: str, *, positive: bool = False, lo: float | None = None,
+         hi: float | None = None, default: float | None = None) -> float:
+    if key not in params:
+        if default is not None:
+            return default
+        raise InputError(f"{where}: field {key} missing")
+    try:
+        v = float(params[key])
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: field {key} is not a number: {params[key]!r}") from None
+    if not math.isfinite(v) or (positive and v <= 0) or (lo is not None and v < lo) or (hi is not None and v >= hi):
+        raise InputError(f"{where}: field {key} out of range: {params[key]!r}")
+    return v
+
+
+class _VenueCurve:
+    """One venue. States are tuples of float arrays (broadcastable), vectorised over scenarios."""
+
+    def init_state(self, shape=()) -> tuple:
+        raise NotImplementedError
+
+    def rel(self, state: tuple) -> np.ndarray:
+        """Relative mid price, 1 at the initial state, non-increasing in the amount sold."""
+        raise NotImplementedError
+
+    def amount_to_rel(self, state: tuple, r: np.ndarray) -> np.ndarray:
+        """Gross tokens to sell from `state` so the relative price falls to r (0 if already <= r)."""
+        raise NotImplementedError
+
+    def sell(self, state: tuple, x: np.ndarray) -> tuple:
+        raise NotImplementedError
+
+
+class ConstantProduct(_VenueCurve):
+    def __init__(self, base_reserve: float, quote_reserve: float, fee: float):
+        self.B0, self.Q0, self.gamma = base_reserve, quote_reserve, 1.0 - fee
+        self.m0 = quote_reserve / base_reserve
+
+    def init_state(self, shape=()):
+        return (np.full(shape, self.B0, dtype=float), np.full(shape, self.Q0, dtype=float))
+
+    def rel(self, state):
+        B, Q = state
+        return (Q / B) / self.m0
+
+    def sell(self, state, x):
+        B, Q = state
+        x = np.asarray(x, dtype=float)
+        # out = g*x*Q/(B+g*x); the full input x (fee included) stays in the pool.
+        return (B + x, Q * B / (B + self.gamma * x))
+
+    def amount_to_rel(self, state, r):
+        B, Q = state
+        g = self.gamma
+        m = np.maximum(np.asarray(r, dtype=float), 0.0) * self.m0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # (B + g x)(B + x) = Q B / m  ->  g x^2 + B(1+g) x + B^2 - QB/m = 0, stable root form
+            c = B * B - Q * B / m
+            b = B * (1.0 + g)
+            x = -2.0 * c / (b + np.sqrt(b * b - 4.0 * g * c))
+        x = np.where(m <= 0, np.inf, x)
+        return np.maximum(x, 0.0)
+
+
+class UniswapV3(_VenueCurve):
+    """Selling the base token along initialized ticks. In w-coordinates (w = sqrtP if base is token0,
+    1/sqrtP if base is token1) selling always lowers w, the base price is proportional to w^2 and a
+    range with liquidity L needs L*(1/w_new - 1/w_old) raw base units."""
+
+    def __init__(self, params: Mapping[str, Any], where: str):
+        try:
+            sqrt_x96 = int(str(params["sqrt_price_x96"]))
+            liquidity = int(str(params["liquidity"]))
+            tick = int(params["tick"])
+            base_is_token0 = bool(params["base_is_token0"])
+            base_dec = int(params["base_decimals"])
+            ticks = [(int(t), int(str(n))) for t, n in params.get("ticks", [])]
+        except KeyError as exc:
+            raise InputError(f"{where}: field {exc.args[0]} missing") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}: malformed uniswap_v3 field: {exc}") from None
+        fee = _num(params, "fee", where, lo=0.0, hi=1.0, default=0.003)
+        if sqrt_x96 <= 0 or liquidity < 0:
+            raise InputError(f"{where}: sqrt_price_x96 must be > 0 and liquidity >= 0")
+        self.gamma = 1.0 - fee
+        unit = 10.0 ** base_dec
+        sp = sqrt_x96 / Q96
+        if base_is_token0:
+            w0 = sp
+            cross = sorted((t for t in ticks if t[0] <= tick), reverse=True)
+            bounds = [(1.0001 ** (t / 2.0), -n) for t, n in cross]  # crossing down subtracts liquidityNet
+            w_end = 1.0001 ** (MIN_TICK / 2.0)
+        else:
+            w0 = 1.0 / sp
+            cross = sorted(t for t in ticks if t[0] > tick)
+            bounds = [(1.0001 ** (-t / 2.0), n) for t, n in cross]  # crossing up adds liquidityNet
+            w_end = 1.0001 ** (-MAX_TICK / 2.0)
+        ws, Ls, A = [w0], [], [0.0]
+        L = liquidity
+        for w_b, dL in bounds:
+            if w_b >= ws[-1]:
+                L += dL
+                continue
+            Ls.append(max(L, 0) / unit)
+            A.append(A[-1] + Ls[-1] * (1.0 / w_b - 1.0 / ws[-1]))
+            ws.append(w_b)
+            L += dL
+        Ls.append(max(L, 0) / unit)
+        A.append(A[-1] + Ls[-1] * (1.0 / w_end - 1.0 / ws[-1]))
+        ws.append(w_end)
+        self.w0 = w0
+        self.ws = np.array(ws)      # segment k spans ws[k] (top) .. ws[k+1]
+        self.Ls = np.array(Ls)      # whole-token liquidity of segment k
+        self.A = np.array(A)        # cumulative net whole tokens to reach ws[k]
+
+    def init_state(self, shape=()):
+        return (np.zeros(shape, dtype=float),)
+
+    def _w_of(self, net):
+        net = np.minimum(np.asarray(net, dtype=float), self.A[-1])
+        k = np.clip(np.searchsorted(self.A, net, side="left") - 1, 0, len(self.Ls) - 1)
+        L = self.Ls[k]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / self.ws[k] + (net - self.A[k]) / L
+            w = np.where(L > 0, 1.0 / inv, self.ws[k + 1])
+        return w
+
+    def rel(self, state):
+        return (self._w_of(state[0]) / self.w0) ** 2
+
+    def sell(self, state, x):
+        return (state[0] + self.gamma * np.asarray(x, dtype=float),)
+
+    def amount_to_rel(self, state, r):
+        r = np.asarray(r, dtype=float)
+        w = self.w0 * np.sqrt(np.maximum(r, 0.0))
+        # segment whose [ws[k+1], ws[k]] contains w (ws is decreasing)
+        k = np.clip(np.searchsorted(-self.ws, -w, side="left") - 1, 0, len(self.Ls) - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            net = self.A[k] + self.Ls[k] * (1.0 / w - 1.0 / self.ws[k])
+        net = np.where(w < self.ws[-1], np.inf, net)
+        return np.maximum((net - state[0]) / self.gamma, 0.0)
+
+
+class _Parametric(_VenueCurve):
+    """Path-independent curve r(q) of the cumulative amount sold."""
+
+    def init_state(self, shape=()):
+        return (np.zeros(shape, dtype=float),)
+
+    def sell(self, state, x):
+        return (state[0] + np.asarray(x, dtype=float),)
+
+    def rel(self, state):
+        return self.r_of_q(state[0])
+
+    def amount_to_rel(self, state, r):
+        return np.maximum(self.q_of_r(np.asarray(r, dtype=float)) - state[0], 0.0)
+
+
+class Linear(_Parametric):
+    def __init__(self, lam: float, p0: float):
+        self.k = lam / p0
+
+    def r_of_q(self, q):
+        return np.maximum(1.0 - self.k * q, 0.0)
+
+    def q_of_r(self, r):
+        return np.where(r > 0, (1.0 - np.minimum(r, 1.0)) / self.k, np.inf)
+
+
+class Exponential(_Parametric):
+    def __init__(self, depth: float, floor: float):
+        self.depth, self.floor = depth, floor
+
+    def r_of_q(self, q):
+        return self.floor + (1.0 - self.floor) * np.exp(-q / self.depth)
+
+    def q_of_r(self, r):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = -self.depth * np.log((np.minimum(r, 1.0) - self.floor) / (1.0 - self.floor))
+        return np.where(r > self.floor, q, np.inf)
+
+
+class SquareRoot(_Parametric):
+    def __init__(self, sigma: float, volume: float, y: float):
+        self.c = y * sigma / math.sqrt(volume)
+
+    def r_of_q(self, q):
+        return np.maximum(1.0 - self.c * np.sqrt(q), 0.0)
+
+    def q_of_r(self, r):
+        return np.where(r > 0, ((1.0 - np.minimum(r, 1.0)) / self.c) ** 2, np.inf)
+
+
+def build_venue_curve(venue: Venue, asset: Asset, index: int = 0) -> _VenueCurve:
+    """Validate one venue's fields and build its curve. InputError names asset, venue and field."""
+    where = f"venue {index} of {venue.asset} ({venue.kind})"
+    p = venue.params
+    if venue.kind == "constant_product":
+        return ConstantProduct(_num(p, "base_reserve", where, positive=True), _num(p, "quote_reserve", where, positive=True),
+                               _num(p, "fee", where, lo=0.0, hi=1.0, default=0.003))
+    if venue.kind == "uniswap_v3":
+        return UniswapV3(p, where)
+    if venue.kind == "linear":
+        return Linear(_num(p, "lambda", where, positive=True), asset.price_usd)
+    if venue.kind == "exponential":
+        return Exponential(_num(p, "depth", where, positive=True), _num(p, "floor", where, lo=0.0, hi=1.0, default=0.0))
+    if venue.kind == "sqrt":
+        return SquareRoot(_num(p, "sigma", where, positive=True), _num(p, "volume", where, positive=True),
+                          _num(p, "y", where, positive=True, default=1.0))
+    raise InputError(f"{where}: unknown venue kind")
+
+
+@dataclass(frozen=True)
+class AssetCurve:
+    """The aggregate sell curve of one asset over its venues, anchored at `p0` (USD)."""
+
+    symbol: str
+    p0: float
+    venues: tuple[_VenueCurve, ...]
+
+    def init_state(self, shape=()) -> tuple:
+        return tuple(v.init_state(shape) for v in self.venues)
+
+    def rel(self, state: tuple) -> np.ndarray:
+        # After routing all venues sit at the same relative price; the best bid is the highest.
+        out = self.venues[0].rel(state[0])
+        for v, s in zip(self.venues[1:], state[1:]):
+            out = np.maximum(out, v.rel(s))
+        return out
+
+    def price(self, state: tuple) -> np.ndarray:
+        return self.p0 * self.rel(state)
+
+    def amount_to_price(self, state: tuple, price) -> np.ndarray:
+        """Tokens to sell (routed over all venues) for the market price to fall to `price` USD."""
+        r = np.asarray(price, dtype=float) / self.p0
+        total = 0.0
+        for v, s in zip(self.venues, state):
+            total = total + v.amount_to_rel(s, r)
+        return total
+
+    def sell(self, state: tuple, amount) -> tuple[tuple, list[np.ndarray]]:
+        """Sell `amount` tokens; returns (new state, per-venue gross amounts)."""
+        x = np.asarray(amount, dtype=float)
+        if np.any(~np.isfinite(x)) or np.any(x < 0):
+            raise InputError(f"sale of {self.symbol}: amount must be finite and >= 0")
+        if len(self.venues) == 1:
+            return (self.venues[0].sell(state[0], x),), [x]
+        # Bisection on the common relative price r: sum_v amount_v(r) is non-increasing in r.
+        hi = self.rel(state) * np.ones_like(x)
+        lo = np.zeros_like(hi)
+        for _ in range(_BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            need = sum(v.amount_to_rel(s, mid) for v, s in zip(self.venues, state))
+            too_far = need > x
+            lo = np.where(too_far, mid, lo)
+            hi = np.where(too_far, hi, mid)
+            if np.all(hi - lo <= 1e-15 * np.maximum(hi, 1e-300)):
+                break
+        parts = [np.minimum(v.amount_to_rel(s, hi), x) for v, s in zip(self.venues, state)]
+        # put the (tiny) rounding remainder on the deepest part so the parts add up to x exactly
+        rest = x - sum(parts)
+        j = int(np.argmax([np.sum(p) for p in parts]))
+        parts[j] = parts[j] + rest
+        new = tuple(v.sell(s, p) for v, s, p in zip(self.venues, state, parts))
+        return new, parts
+
+
+def build_asset_curve(venues: Sequence[Venue], assets: Mapping[str, Asset], symbol: str) -> AssetCurve:
+    if symbol not in assets:
+        raise InputError(f"venue for unknown asset {symbol!r}")
+    asset = assets[symbol]
+    return AssetCurve(symbol, asset.price_usd, tuple(build_venue_curve(v, asset, i) for i, v in enumerate(venues)))
+
+
+def build_curves(snapshot) -> dict[str, AssetCurve]:
+    """Curves of every volatile asset (= an asset with at least one venue)."""
+    return {s: build_asset_curve(vs, snapshot.assets, s) for s, vs in snapshot.venues.items()}
