@@ -1,0 +1,394 @@
+"""Compute the keeper-risk report's data from a Snapshot, through the public solver API only.
+
+The result is one JSON-ready dict (schema `defirisk-report/1`, documented in docs/report.md); the
+renderers (markdown, html, json) and the plots read nothing else, so every number a reader sees in
+any format is the same number. Pure apart from the solver calls: no I/O, no RPC, no clock unless
+`generated_at` is left out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from defirisk import __version__
+from defirisk.errors import InputError
+from defirisk.report.history import PreviousRun, diff_figures
+
+SCHEMA = "defirisk-report/1"
+STANDARD_SHOCKS = (0.10, 0.20, 0.30, 0.50)
+MODES = ("sequential", "equilibrium")
+# The market-wide shock the per-protocol table shows outcomes for (a standard shock).
+REFERENCE_SHOCK = 0.20
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the report computes. Shocks are fractions of today's price (0.2 = a 20% drop)."""
+
+    shocks: tuple[float, ...] = STANDARD_SHOCKS
+    max_shock: float = 0.9          # cascade curve runs over initial shocks [0, max_shock]
+    curve_points: int = 400         # grid of the curve plot; cliffs are located by the solver's bisection
+    top_accounts: int = 10          # rows in the account tables
+    at_risk_shock: float = 0.30     # an account is "at risk" on an asset if a drop this size liquidates it
+    level_bins: int = 40            # histogram bins of static liquidation levels
+    level_range: tuple[float, float] = (0.1, 1.5)  # histogram spans price * [lo, hi]
+
+    def __post_init__(self) -> None:
+        if not self.shocks:
+            raise InputError("report settings: at least one shock is needed")
+        for s in self.shocks:
+            if not (isinstance(s, (int, float)) and 0.0 < s < 1.0):
+                raise InputError(f"report settings: shock {s!r} must be a fraction in (0, 1)")
+        if not 0.0 < self.max_shock < 1.0:
+            raise InputError(f"report settings: max_shock {self.max_shock!r} must be in (0, 1)")
+        if self.curve_points < 10:
+            raise InputError(f"report settings: curve_points {self.curve_points} must be >= 10")
+        if self.top_accounts < 1 or self.level_bins < 2:
+            raise InputError("report settings: top_accounts must be >= 1 and level_bins >= 2")
+        lo, hi = self.level_range
+        if not 0.0 <= lo < 1.0 < hi:
+            raise InputError(f"report settings: level_range {self.level_range} must satisfy 0 <= lo < 1 < hi")
+        # Canonical order, no duplicates: scenario tables and history keys depend on it.
+        object.__setattr__(self, "shocks", tuple(sorted({round(float(s), 10) for s in self.shocks})))
+
+    def with_shocks(self, extra: Iterable[float]) -> "ReportSettings":
+        return dataclasses.replace(self, shocks=tuple(self.shocks) + tuple(extra))
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the snapshot came from. `label` must already be redacted (see defirisk.redact)."""
+
+    kind: str                      # "snapshot" | "rpc" | "devnet"
+    label: str                     # a directory, or a redacted RPC URL
+    snapshot_dir: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading the snapshot model (defirisk.model). Kept in one place so a model change is one edit here.
+
+def _manifest(snapshot: Any) -> dict[str, Any]:
+    manifest = getattr(snapshot, "manifest", None)
+    if manifest is None:
+        return {}
+    if isinstance(manifest, Mapping):
+        return dict(manifest)
+    if dataclasses.is_dataclass(manifest):
+        return dataclasses.asdict(manifest)
+    return dict(vars(manifest))
+
+
+def _asset_prices(snapshot: Any) -> dict[str, float]:
+    assets = snapshot.assets
+    items = assets.values() if isinstance(assets, Mapping) else assets
+    return {a.symbol: float(a.price_usd) for a in items}
+
+
+def _volatile_assets(snapshot: Any) -> list[str]:
+    """Assets with a venue (design.md: only those move; the rest keep their price), in assets order."""
+    venues = snapshot.venues
+    prices = _asset_prices(snapshot)
+    return [sym for sym in prices if sym in venues]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Small conversions
+
+def _num(x: Any) -> float | None:
+    """JSON-safe float: NaN/inf become None (JSON has no NaN; the schema says null)."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _plain(x: Any) -> Any:
+    """numpy/pandas scalars and containers -> plain JSON types."""
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return _num(x)
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in x]
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _plain(dataclasses.asdict(x))
+    return x
+
+
+def _records(df: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+    return [{c: _plain(row[c]) for c in columns} for _, row in df[list(columns)].iterrows()]
+
+
+def _totals(t: Any) -> dict[str, Any]:
+    return {
+        "liquidated_collateral_usd": _num(t.liquidated_collateral_usd),
+        "debt_repaid_usd": _num(t.debt_repaid_usd),
+        "bad_debt_usd": _num(t.bad_debt_usd),
+        "accounts_liquidated": int(t.accounts_liquidated),
+    }
+
+
+def _iso(ts: int | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sections
+
+def _scenario_row(result: Any, shock: float, mode: str, asset: str | None) -> dict[str, Any]:
+    row = {"shock": shock, "mode": mode, **_totals(result.totals),
+           "converged": bool(result.converged), "iterations": int(result.iterations),
+           "rounds": int(result.rounds),
+           "by_protocol": {p: _totals(t) for p, t in sorted(result.by_protocol.items())}}
+    if asset is not None:
+        row["shocked_price"] = _num(result.shocked_prices.get(asset))
+        row["end_price"] = _num(result.end_prices.get(asset))
+    else:
+        row["end_prices"] = {a: _num(p) for a, p in sorted(result.end_prices.items())}
+    return row
+
+
+def _scenarios(solver: Any, snapshot: Any, assets: Sequence[str], settings: ReportSettings,
+               single: str | None) -> list[dict[str, Any]]:
+    rows = []
+    for shock in settings.shocks:
+        shocks = {single: shock} if single is not None else {a: shock for a in assets}
+        for mode in MODES:
+            result = solver.solve(snapshot, shocks, mode=mode)
+            rows.append(_scenario_row(result, shock, mode, single))
+    return rows
+
+
+def _levels(levels: pd.DataFrame, price: float, settings: ReportSettings) -> dict[str, Any]:
+    lo, hi = settings.level_range
+    edges = np.linspace(price * lo, price * hi, settings.level_bins + 1)
+    lp = levels["liquidation_price"].to_numpy(dtype=float)
+    finite = np.isfinite(lp) & (lp > 0)
+    inside = finite & (lp >= edges[0]) & (lp <= edges[-1])
+    by_protocol = {}
+    for proto in sorted(levels.loc[inside, "protocol"].unique()):
+        sel = inside & (levels["protocol"].to_numpy() == proto)
+        hist, _ = np.histogram(lp[sel], bins=edges, weights=levels["collateral_usd"].to_numpy(dtype=float)[sel])
+        by_protocol[str(proto)] = [float(v) for v in hist]
+    return {
+        "bin_edges_usd": [float(e) for e in edges],
+        "collateral_usd_by_protocol": by_protocol,
+        "positions_with_level": int(finite.sum()),
+        "positions_outside_range": int((finite & ~inside).sum()),
+    }
+
+
+def _at_risk(levels: pd.DataFrame, price: float, settings: ReportSettings) -> list[dict[str, Any]]:
+    lp = levels["liquidation_price"].to_numpy(dtype=float)
+    floor = price * (1.0 - settings.at_risk_shock)
+    # Levels above today's price are already liquidatable (collateral side) and listed there too:
+    # they are the most at risk of all, so they stay in this table.
+    sel = np.isfinite(lp) & (lp >= floor)
+    df = levels.loc[sel].copy()
+    df["distance"] = 1.0 - df["liquidation_price"] / price
+    df = df.sort_values(["debt_usd", "distance"], ascending=[False, True]).head(settings.top_accounts)
+    return _records(df, ["protocol", "market", "account", "liquidation_price", "distance", "collateral_usd", "debt_usd"])
+
+
+def _cliff_dict(c: Any) -> dict[str, Any]:
+    d = {
+        "trigger_shock": _num(c.trigger_shock),
+        "trigger_price": _num(c.trigger_price),
+        "end_price_before": _num(c.end_price_before),
+        "end_price": _num(c.end_price),
+        "protocols": [str(p) for p in c.protocols],
+        "liquidated_collateral_usd": _num(c.liquidated_collateral_usd),
+        "bad_debt_usd": _num(c.bad_debt_usd),
+    }
+    attribution = getattr(c, "attribution", None)
+    if attribution is not None:
+        d["attribution"] = _plain(attribution)
+    return d
+
+
+def _asset_section(solver: Any, snapshot: Any, asset: str, price: float,
+                   settings: ReportSettings) -> dict[str, Any]:
+    levels = solver.liquidation_levels(snapshot, asset)
+    curve = solver.cascade_curve(snapshot, asset, max_shock=settings.max_shock,
+                                 points=settings.curve_points, mode="equilibrium")
+    cdf = curve.curve
+    cliffs = sorted((_cliff_dict(c) for c in curve.cliffs), key=lambda c: c["trigger_shock"])
+    nearest = dict(cliffs[0]) if cliffs else None
+    if nearest is not None:
+        nearest["distance"] = nearest["trigger_shock"]
+    return {
+        "price_usd": price,
+        "levels": _levels(levels, price, settings),
+        "at_risk_accounts": _at_risk(levels, price, settings),
+        "curve": {c: [_num(v) for v in cdf[c].to_numpy(dtype=float)]
+                  for c in ("shock", "shocked_price", "end_price", "liquidated_collateral_usd", "bad_debt_usd")},
+        "curve_mode": "equilibrium",
+        "cliffs": cliffs,
+        "nearest_cliff": nearest,
+        "scenarios": _scenarios(solver, snapshot, [asset], settings, single=asset),
+    }
+
+
+def _protocol_table(hf: pd.DataFrame, now: pd.DataFrame, market_wide: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    ref = {row["mode"]: row for row in market_wide if math.isclose(row["shock"], REFERENCE_SHOCK)}
+    rows = []
+    for proto, g in hf.groupby("protocol", sort=True):
+        n = now[now["protocol"] == proto]
+        hfv = g["health_factor"].to_numpy(dtype=float)
+        hfv = hfv[np.isfinite(hfv)]
+        row = {
+            "protocol": str(proto),
+            "markets": int(g["market"].nunique()),
+            "accounts": int(len(g)),
+            "collateral_usd": _num(g["collateral_usd"].sum()),
+            "debt_usd": _num(g["debt_usd"].sum()),
+            "min_health_factor": _num(hfv.min()) if hfv.size else None,
+            "liquidatable_now": int(len(n)),
+            "liquidatable_now_debt_usd": _num(n["debt_usd"].sum()),
+        }
+        for mode in MODES:
+            t = ref.get(mode, {}).get("by_protocol", {}).get(str(proto))
+            row[f"liquidated_usd_at_ref_{mode}"] = t["liquidated_collateral_usd"] if t else (0.0 if mode in ref else None)
+            row[f"bad_debt_usd_at_ref_{mode}"] = t["bad_debt_usd"] if t else (0.0 if mode in ref else None)
+        rows.append(row)
+    return rows
+
+
+def key_figures(report: Mapping[str, Any]) -> dict[str, float | None]:
+    """The flat figures stored in history and compared run to run. Keys are stable strings."""
+    f: dict[str, float | None] = {
+        "total_collateral_usd": report["summary"]["total_collateral_usd"],
+        "total_debt_usd": report["summary"]["total_debt_usd"],
+        "accounts": report["summary"]["accounts"],
+        "liquidatable_now.count": report["liquidatable_now"]["count"],
+        "liquidatable_now.debt_usd": report["liquidatable_now"]["debt_usd"],
+        "nearest_cliff.shock": (report["summary"]["nearest_cliff"] or {}).get("trigger_shock"),
+    }
+    for asset, a in report["assets"].items():
+        f[f"{asset}.price_usd"] = a["price_usd"]
+        f[f"{asset}.cliffs"] = len(a["cliffs"])
+        f[f"{asset}.nearest_cliff.shock"] = (a["nearest_cliff"] or {}).get("trigger_shock")
+        for row in a["scenarios"]:
+            stem = f"{asset}.{row['mode']}@{row['shock']:g}"
+            f[f"{stem}.liquidated_usd"] = row["liquidated_collateral_usd"]
+            f[f"{stem}.bad_debt_usd"] = row["bad_debt_usd"]
+    for row in report["market_wide"]["scenarios"]:
+        stem = f"all.{row['mode']}@{row['shock']:g}"
+        f[f"{stem}.liquidated_usd"] = row["liquidated_collateral_usd"]
+        f[f"{stem}.bad_debt_usd"] = row["bad_debt_usd"]
+    return {k: (None if v is None else float(v)) for k, v in f.items()}
+
+
+def history_scope(report: Mapping[str, Any]) -> str:
+    """Runs are compared within a scope: the chain when known, else the (redacted) source label."""
+    src = report["source"]
+    return f"chain:{src['chain_id']}" if src.get("chain_id") is not None else f"source:{src['label']}"
+
+
+def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | None = None, *,
+                 previous: PreviousRun | None = None, generated_at: str | None = None) -> dict[str, Any]:
+    """Compute the whole report for `snapshot`. Returns the JSON-ready report dict (no alerts yet:
+    `defirisk.report.run` evaluates them on this dict and adds the `alerts` section)."""
+    from defirisk import solver  # imported here: the report package must import without the solver
+
+    settings = settings or ReportSettings()
+    t0 = time.perf_counter()
+    prices = _asset_prices(snapshot)
+    volatile = _volatile_assets(snapshot)
+    manifest = _manifest(snapshot)
+
+    hf = solver.health_factors(snapshot)
+    now = solver.liquidatable_now(snapshot)
+    market_wide = _scenarios(solver, snapshot, volatile, settings, single=None) if volatile else []
+    assets = {a: _asset_section(solver, snapshot, a, prices[a], settings) for a in volatile}
+
+    nearest = None
+    for asset, sec in assets.items():
+        c = sec["nearest_cliff"]
+        if c is not None and (nearest is None or c["trigger_shock"] < nearest["trigger_shock"]):
+            nearest = {"asset": asset, **c}
+
+    now_sorted = now.sort_values("debt_usd", ascending=False)
+    cols = ["protocol", "market", "account", "health_factor", "collateral_usd", "debt_usd"]
+    timestamp = manifest.get("timestamp")
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "generated_at": generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tool": {"name": "defirisk", "version": __version__},
+        "source": {
+            "kind": source.kind,
+            "label": source.label,
+            "chain_id": manifest.get("chain_id"),
+            "block_number": manifest.get("block_number"),
+            "block_hash": manifest.get("block_hash"),
+            "timestamp": timestamp,
+            "time_utc": _iso(timestamp),
+            "snapshot_format": manifest.get("format"),
+        },
+        "settings": {
+            "shocks": list(settings.shocks), "modes": list(MODES), "max_shock": settings.max_shock,
+            "curve_points": settings.curve_points, "top_accounts": settings.top_accounts,
+            "at_risk_shock": settings.at_risk_shock, "reference_shock": REFERENCE_SHOCK,
+        },
+        "summary": {
+            "volatile_assets": volatile,
+            "prices_usd": {a: _num(p) for a, p in prices.items()},
+            "accounts": int(len(hf)),
+            "total_collateral_usd": _num(hf["collateral_usd"].sum()),
+            "total_debt_usd": _num(hf["debt_usd"].sum()),
+            "nearest_cliff": nearest,
+        },
+        "liquidatable_now": {
+            "count": int(len(now)),
+            "debt_usd": _num(now["debt_usd"].sum()) or 0.0,
+            "collateral_usd": _num(now["collateral_usd"].sum()) or 0.0,
+            "top": _records(now_sorted.head(settings.top_accounts), cols),
+        },
+        "at_risk_accounts": _records(
+            hf[np.isfinite(hf["health_factor"].to_numpy(dtype=float))]
+            .sort_values(["health_factor", "debt_usd"], ascending=[True, False])
+            .head(settings.top_accounts), cols),
+        "protocols": _protocol_table(hf, now, market_wide),
+        "market_wide": {"assets": volatile, "scenarios": market_wide},
+        "assets": assets,
+    }
+    report["figures"] = key_figures(report)
+    report["changes"] = {
+        "previous_run": None if previous is None else {
+            "run_id": previous.run_id, "generated_at": previous.generated_at,
+            "block_number": previous.block_number, "block_timestamp": previous.block_timestamp,
+            "time_utc": _iso(previous.block_timestamp)},
+        "figures": diff_figures(report["figures"], previous),
+        "cliffs_added": [], "cliffs_removed": [],
+    }
+    if previous is not None:
+        report["changes"].update(_cliff_changes(assets, previous.cliffs))
+    report["timing"] = {"build_s": round(time.perf_counter() - t0, 3)}
+    return report
+
+
+def _cliff_changes(assets: Mapping[str, Any], previous: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """Cliffs matched by asset and trigger shock (within 1 point): what appeared and what vanished."""
+    def key(asset: str, shock: float) -> tuple[str, float]:
+        return asset, round(shock * 100)
+
+    now = {key(a, c["trigger_shock"]): {"asset": a, **c} for a, sec in assets.items() for c in sec["cliffs"]}
+    before = {key(c["asset"], c["trigger_shock"]): dict(c) for c in previous}
+    return {"cliffs_added": [now[k] for k in sorted(now.keys() - before.keys())],
+            "cliffs_removed": [before[k] for k in sorted(before.keys() - now.keys())]}

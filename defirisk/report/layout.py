@@ -1,0 +1,294 @@
+"""The report's document structure, independent of output format.
+
+`document(report)` turns the report dict into a flat list of blocks (headings, paragraphs, tables,
+images, view boxes). render_md and render_html only translate blocks, so the Markdown post and the
+HTML page always say the same things in the same order.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from defirisk.report.plots import plot_name
+
+# One-line explanations of the three views users confuse; shown wherever a view's numbers appear.
+VIEW_TEXT = {
+    "now": ("Liquidatable now",
+            "Positions that can be liquidated at the snapshot's prices, before any shock."),
+    "static": ("Liquidation levels (static)",
+               "The price of one asset at which each position becomes liquidatable, all other prices held "
+               "and no feedback from the liquidations themselves."),
+    "cascade": ("Cascade outcome (with feedback)",
+                "Where prices end after an initial shock once liquidations sell seized collateral into DEX "
+                "depth, move the price further and trigger more liquidations."),
+}
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+    anchor: str | None = None
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+    cls: str | None = None   # "muted", "alert", "ok"
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    align: tuple[str, ...] = ()   # "l" or "r" per column; default: first left, rest right
+    empty: str = "none"
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str     # file name under plots/
+    alt: str
+
+
+@dataclass(frozen=True)
+class View:
+    """A visibly separate box for one of the three views (see VIEW_TEXT)."""
+
+    kind: str     # now | static | cascade
+    title: str
+    blocks: tuple[Any, ...] = field(default=())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formatting (one place, so every format prints the same number the same way)
+
+def usd(x: float | None) -> str:
+    if x is None:
+        return "–"
+    ax = abs(x)
+    if ax >= 1e9:
+        return f"${x / 1e9:,.2f}B"
+    if ax >= 1e6:
+        return f"${x / 1e6:,.2f}M"
+    if ax >= 1e4:
+        return f"${x / 1e3:,.1f}k"
+    return f"${x:,.2f}"
+
+
+def price(x: float | None) -> str:
+    if x is None:
+        return "–"
+    if abs(x) >= 100:
+        return f"${x:,.2f}"
+    return f"${x:,.4g}"
+
+
+def pct(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x:+.1%}" if signed else f"{x:.1%}"
+
+
+def hf(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def short(account: str, n: int = 10) -> str:
+    a = str(account)
+    return a if len(a) <= n + 4 else f"{a[:n]}…{a[-4:]}"
+
+
+def _change(row: Mapping[str, Any]) -> str:
+    if row["change"] is None:
+        return "appeared" if row["previous"] is None else "gone"
+    rel = row["relative_change"]
+    return f"{row['change']:+,.4g}" + (f" ({rel:+.1%})" if rel is not None else "")
+
+
+def _fig(key: str, v: float | None) -> str:
+    if v is None:
+        return "–"
+    if key.endswith("_usd"):
+        return usd(v)
+    if key.endswith(".shock"):
+        return pct(v)
+    if key.endswith("price_usd"):
+        return price(v)
+    return f"{v:,.6g}"
+
+
+# ---------------------------------------------------------------------------------------------------
+
+def _accounts_table(rows: Sequence[Mapping[str, Any]], with_level: bool) -> Table:
+    if with_level:
+        cols = ("protocol", "market", "account", "liquidation price", "drop to liquidation", "collateral", "debt")
+        body = tuple((r["protocol"], r["market"], short(r["account"]), price(r["liquidation_price"]),
+                      pct(r["distance"]), usd(r["collateral_usd"]), usd(r["debt_usd"])) for r in rows)
+        return Table(cols, body, ("l", "l", "l", "r", "r", "r", "r"))
+    cols = ("protocol", "market", "account", "health factor", "collateral", "debt")
+    body = tuple((r["protocol"], r["market"], short(r["account"]), hf(r["health_factor"]),
+                  usd(r["collateral_usd"]), usd(r["debt_usd"])) for r in rows)
+    return Table(cols, body, ("l", "l", "l", "r", "r", "r"))
+
+
+def _scenario_table(rows: Sequence[Mapping[str, Any]], asset: str | None) -> Table:
+    cols = ["shock", "mode"] + (["end price"] if asset else []) + [
+        "liquidated collateral", "debt repaid", "bad debt", "accounts", "rounds / iterations", "converged"]
+    body = []
+    for r in rows:
+        line = [f"-{r['shock']:.0%}", r["mode"]]
+        if asset:
+            line.append(price(r.get("end_price")))
+        line += [usd(r["liquidated_collateral_usd"]), usd(r["debt_repaid_usd"]), usd(r["bad_debt_usd"]),
+                 str(r["accounts_liquidated"]),
+                 str(r["rounds"]) if r["mode"] == "sequential" else str(r["iterations"]),
+                 "yes" if r["converged"] else "NO"]
+        body.append(tuple(line))
+    return Table(tuple(cols), tuple(body), ("l", "l") + ("r",) * (len(cols) - 2))
+
+
+def _cliff_text(asset: str, c: Mapping[str, Any], today: float) -> str:
+    chain = " → ".join(c["protocols"]) or "no protocol"
+    return (f"{asset}: a {pct(c['trigger_shock'])} drop (to {price(c['trigger_price'])} from {price(today)}) "
+            f"tips a chain carried by {chain}; the end price jumps from {price(c['end_price_before'])} to "
+            f"{price(c['end_price'])}, liquidating {usd(c['liquidated_collateral_usd'])} of collateral with "
+            f"{usd(c['bad_debt_usd'])} bad debt.")
+
+
+def document(report: Mapping[str, Any]) -> list[Any]:
+    src = report["source"]
+    out: list[Any] = [Heading(1, "defirisk keeper-risk report")]
+    where = []
+    if src.get("chain_id") is not None:
+        where.append(f"chain {src['chain_id']}")
+    if src.get("block_number") is not None:
+        where.append(f"block {src['block_number']:,}")
+    where.append(f"data time {src['time_utc']}" if src.get("time_utc") else "data time unknown (hand-written snapshot)")
+    out.append(Para(" · ".join(where) + f" · source: {src['kind']} {src['label']}", "muted"))
+    out.append(Para(f"Generated {report['generated_at']} by defirisk {report['tool']['version']} "
+                    f"(report schema {report['schema']}).", "muted"))
+
+    # Summary and alerts first: what a keeper or a governance reader needs in five seconds.
+    out.append(Heading(2, "Summary", "summary"))
+    s = report["summary"]
+    now = report["liquidatable_now"]
+    vol = ", ".join(f"{a} {price(s['prices_usd'][a])}" for a in s["volatile_assets"]) or "none"
+    items = [f"Volatile assets: {vol}",
+             f"Positions: {s['accounts']:,}; collateral {usd(s['total_collateral_usd'])}; debt {usd(s['total_debt_usd'])}",
+             f"Liquidatable now: {now['count']:,} positions, {usd(now['debt_usd'])} of debt"]
+    nc = s["nearest_cliff"]
+    if nc is not None:
+        items.append("Nearest cliff: " + _cliff_text(nc["asset"], nc, report["assets"][nc["asset"]]["price_usd"]))
+    else:
+        items.append(f"Nearest cliff: none up to a {pct(report['settings']['max_shock'])} shock")
+    out.append(Bullets(tuple(items)))
+    alerts = report.get("alerts", [])
+    fired = [a for a in alerts if a["fired"]]
+    if alerts:
+        out.append(Heading(3, "Alerts", "alerts"))
+        out.append(Para(f"{len(fired)} of {len(alerts)} alert rules fired.", "alert" if fired else "ok"))
+        out.append(Table(("rule", "status", "detail"),
+                         tuple((a["rule"], "FIRED" if a["fired"] else "ok", a["message"]) for a in alerts),
+                         ("l", "l", "l")))
+
+    out.append(Heading(2, "What changed since the previous run", "changes"))
+    ch = report["changes"]
+    if ch["previous_run"] is None:
+        out.append(Para("No previous run in the history for this source (or no --history given).", "muted"))
+    else:
+        pr = ch["previous_run"]
+        blk = f"block {pr['block_number']:,}" if pr.get("block_number") is not None else "no block"
+        out.append(Para(f"Compared with run #{pr['run_id']} generated {pr['generated_at']} ({blk})."))
+        changed = [r for r in ch["figures"] if r["changed"]]
+        out.append(Table(("figure", "previous", "now", "change"),
+                         tuple((r["key"], _fig(r["key"], r["previous"]), _fig(r["key"], r["current"]), _change(r))
+                               for r in changed),
+                         ("l", "r", "r", "r"), empty="no key figure changed"))
+        for label, key in (("New cliffs", "cliffs_added"), ("Cliffs gone", "cliffs_removed")):
+            if ch[key]:
+                out.append(Bullets(tuple(f"{label}: {c['asset']} at {pct(c['trigger_shock'])} "
+                                         f"({' → '.join(c['protocols'])})" for c in ch[key])))
+
+    out.append(Heading(2, "Three views — read them apart", "views"))
+    out.append(Bullets(tuple(f"{t}: {d}" for t, d in VIEW_TEXT.values())))
+
+    out.append(View("now", VIEW_TEXT["now"][0], (
+        Para(VIEW_TEXT["now"][1], "muted"),
+        Para(f"{now['count']:,} positions, {usd(now['collateral_usd'])} collateral, {usd(now['debt_usd'])} debt. "
+             f"Largest {len(now['top'])} by debt:"),
+        _accounts_table(now["top"], with_level=False),
+    )))
+
+    out.append(Heading(2, "Per protocol", "protocols"))
+    ref = report["settings"]["reference_shock"]
+    out.append(Para(f"Outcome columns: all volatile assets shocked together by {pct(ref)}, cascade with feedback.",
+                    "muted"))
+    out.append(Table(
+        ("protocol", "markets", "positions", "collateral", "debt", "min health factor", "liquidatable now",
+         f"liquidated at -{ref:.0%} (seq / eq)", f"bad debt at -{ref:.0%} (seq / eq)"),
+        tuple((p["protocol"], str(p["markets"]), f"{p['accounts']:,}", usd(p["collateral_usd"]), usd(p["debt_usd"]),
+               hf(p["min_health_factor"]), f"{p['liquidatable_now']:,} ({usd(p['liquidatable_now_debt_usd'])})",
+               f"{usd(p['liquidated_usd_at_ref_sequential'])} / {usd(p['liquidated_usd_at_ref_equilibrium'])}",
+               f"{usd(p['bad_debt_usd_at_ref_sequential'])} / {usd(p['bad_debt_usd_at_ref_equilibrium'])}")
+              for p in report["protocols"]),
+        ("l",) + ("r",) * 8))
+
+    mw = report["market_wide"]
+    if mw["scenarios"]:
+        out.append(View("cascade", "Standard shocks to all volatile assets together — cascade outcome", (
+            Para(VIEW_TEXT["cascade"][1] + " Sequential = block by block as on chain; equilibrium = the analytic "
+                 "fixed point.", "muted"),
+            Image(plot_name("market_wide_scenarios") + ".png", "liquidated collateral and bad debt by shock, both modes"),
+            _scenario_table(mw["scenarios"], None),
+        )))
+
+    for asset, a in report["assets"].items():
+        out.append(Heading(2, f"{asset} — today {price(a['price_usd'])}", f"asset-{plot_name(asset)}"))
+        lv = a["levels"]
+        out.append(View("static", f"{asset}: {VIEW_TEXT['static'][0]}", (
+            Para(VIEW_TEXT["static"][1], "muted"),
+            Image(f"{plot_name(asset)}_levels.png", f"{asset} liquidation levels stacked by protocol"),
+            Para(f"{lv['positions_with_level']:,} positions have a liquidation level on {asset}"
+                 + (f"; {lv['positions_outside_range']:,} lie outside the plotted range." if lv["positions_outside_range"] else ".")),
+            Para(f"Largest at-risk accounts on {asset} (liquidated by a drop of {pct(report['settings']['at_risk_shock'])} "
+                 "or less, largest debt first):"),
+            _accounts_table(a["at_risk_accounts"], with_level=True),
+        )))
+        cliffs = a["cliffs"]
+        nearest = (_cliff_text(asset, a["nearest_cliff"], a["price_usd"]) if a["nearest_cliff"]
+                   else f"No cliff up to a {pct(report['settings']['max_shock'])} shock.")
+        out.append(View("cascade", f"{asset}: {VIEW_TEXT['cascade'][0]}", (
+            Para(VIEW_TEXT["cascade"][1], "muted"),
+            Image(f"{plot_name(asset)}_curve.png", f"{asset} cascade curve with cliffs"),
+            Para("Nearest cliff — " + nearest, "alert" if a["nearest_cliff"] else None),
+            Table(("trigger shock", "trigger price", "end price before → after", "carried by", "liquidated", "bad debt"),
+                  tuple((pct(c["trigger_shock"]), price(c["trigger_price"]),
+                         f"{price(c['end_price_before'])} → {price(c['end_price'])}", " → ".join(c["protocols"]),
+                         usd(c["liquidated_collateral_usd"]), usd(c["bad_debt_usd"])) for c in cliffs),
+                  ("r", "r", "r", "l", "r", "r"), empty="no cliffs"),
+            Para(f"Standard shocks to {asset} alone, both modes:"),
+            Image(f"{plot_name(asset)}_scenarios.png", f"{asset} standard shocks"),
+            _scenario_table(a["scenarios"], asset),
+        )))
+
+    out.append(Heading(2, "Largest at-risk accounts (lowest health factor)", "at-risk"))
+    out.append(_accounts_table(report["at_risk_accounts"], with_level=False))
+    out.append(Para(f"Report built in {report['timing']['build_s']:.2f} s.", "muted"))
+    return out
+
+
+def table_align(t: Table) -> tuple[str, ...]:
+    if t.align and len(t.align) == len(t.columns):
+        return t.align
+    return ("l",) + ("r",) * (len(t.columns) - 1)
+
+
+def is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
