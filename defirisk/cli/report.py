@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from defirisk.cli import app
-from defirisk.errors import DefiriskError
+from defirisk.errors import DefiriskError, InputError
 from defirisk.redact import scrub
 
 EXIT_OK, EXIT_ALERT, EXIT_ERROR = 0, 1, 2
@@ -20,7 +20,8 @@ def report_cmd(
     snapshot: Optional[Path] = typer.Option(None, "--snapshot", help="Report on a snapshot directory (format v1)."),
     out: Path = typer.Option(Path("reports/latest"), "--out", help="Output directory, replaced atomically."),
     formats: str = typer.Option("md,html,json", "--format", help="Comma-separated: md, html, json."),
-    history: Optional[Path] = typer.Option(None, "--history", help="SQLite history: record this run, show changes since the last one."),
+    history: Optional[Path] = typer.Option(None, "--history", help="SQLite history: record this run, show changes since the last one [default: history.sqlite beside --out]."),
+    no_history: bool = typer.Option(False, "--no-history", help="Do not read or write any history."),
     alert: List[str] = typer.Option([], "--alert", help="Alert rule, repeatable, e.g. 'cliff_within=0.15', 'bad_debt_at[0.2]>1e6' (docs/report.md)."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for another run holding the history lock (default: fail at once)."),
     curve_points: int = typer.Option(400, "--curve-points", help="Points on each cascade curve."),
@@ -43,6 +44,12 @@ def report_cmd(
         rules = parse_rules(alert)
         fmts = parse_formats(formats)
         settings = ReportSettings(curve_points=curve_points, top_accounts=top)
+        if no_history and history is not None:
+            raise InputError("give either --history DB or --no-history, not both")
+        if no_history:
+            pass
+        elif history is None:
+            history = out.parent / "history.sqlite"
         with tempfile.TemporaryDirectory(prefix="defirisk-report-src-") as work:
             snap, source, snap_dir = resolve_source(rpc_url=rpc_url, snapshot_dir=snapshot, work_dir=work)
             result = run_report(snap, source, RunOptions(
