@@ -62,7 +62,7 @@ def _flatten_static(param: dict) -> list | None:
             sub = _flatten_static(comp)
             if sub is None:
                 return None
-            out.append(sub)
+            out.extend(sub)
         return [("tuple", out)]
     dec = _static_word_decoder(typ)
     return None if dec is None else [dec]

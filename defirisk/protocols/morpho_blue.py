@@ -1,0 +1,236 @@
+"""Morpho Blue reader: markets, borrowers and their positions at one pinned block.
+
+- Markets: ids from `CreateMarket` logs (Morpho keeps no on-chain list), then `idToMarketParams`.
+- Borrowers: `Borrow.onBehalf` logs per market. Every borrow share is minted by `borrow`, which emits
+  Borrow with onBehalf, so this finds every account that can hold debt; `SupplyCollateral` alone never
+  creates debt, so collateral-only accounts (no liquidation risk) are not read.
+- Interest: `market(id)` is stored as of the market's last interaction. We accrue it to the pinned
+  block's timestamp exactly as Morpho's `_accrueInterest` does: the IRM's `borrowRateView(params,
+  market)` (same rate `borrowRate` would return, without its state write) compounded with the
+  three-term Taylor expansion, in integer wad math; fee shares are added the same way. Borrowed
+  assets are then `toAssetsUp(borrowShares)`, the rounding Morpho's health check uses.
+- Oracle: `price()` = collateral price in loan units scaled by 1e36 * 10^(loanDec - collDec).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from defirisk.chain.abi import checksum, interface
+from defirisk.chain.logs import DiscoveryCache, LogScanner, discover, topic_address
+from defirisk.chain.multicall import Call, Multicaller
+from defirisk.chain.rpc import BlockRef, RpcClient
+from defirisk.errors import ChainError
+
+PROTOCOL = "morpho-blue"
+MORPHO = interface("MorphoBlue")
+IRM = interface("MorphoIrm")
+ORACLE = interface("MorphoOracle")
+ERC20 = interface("ERC20")
+
+WAD = 10 ** 18
+ORACLE_PRICE_SCALE = 10 ** 36
+VIRTUAL_SHARES = 10 ** 6
+VIRTUAL_ASSETS = 1
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+
+# -- Morpho's integer math (pure) ----------------------------------------------------------------
+
+def w_mul_down(x: int, y: int) -> int:
+    return x * y // WAD
+
+
+def w_taylor_compounded(x: int, n: int) -> int:
+    first = x * n
+    second = first * first // (2 * WAD)
+    third = second * first // (3 * WAD)
+    return first + second + third
+
+
+def to_assets_up(shares: int, total_assets: int, total_shares: int) -> int:
+    num = shares * (total_assets + VIRTUAL_ASSETS)
+    den = total_shares + VIRTUAL_SHARES
+    return (num + den - 1) // den
+
+
+def to_shares_down(assets: int, total_assets: int, total_shares: int) -> int:
+    return assets * (total_shares + VIRTUAL_SHARES) // (total_assets + VIRTUAL_ASSETS)
+
+
+@dataclass(frozen=True)
+class MarketState:
+    total_supply_assets: int
+    total_supply_shares: int
+    total_borrow_assets: int
+    total_borrow_shares: int
+    last_update: int
+    fee: int
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return (self.total_supply_assets, self.total_supply_shares, self.total_borrow_assets,
+                self.total_borrow_shares, self.last_update, self.fee)
+
+
+def accrue(state: MarketState, borrow_rate_per_s: int, timestamp: int) -> MarketState:
+    """Morpho's `_accrueInterest` applied to `state` up to `timestamp` with the IRM's rate."""
+    elapsed = timestamp - state.last_update
+    if elapsed <= 0:
+        return state
+    interest = w_mul_down(state.total_borrow_assets, w_taylor_compounded(borrow_rate_per_s, elapsed))
+    tsa = state.total_supply_assets + interest
+    tba = state.total_borrow_assets + interest
+    tss = state.total_supply_shares
+    if state.fee:
+        fee_amount = w_mul_down(interest, state.fee)
+        tss += to_shares_down(fee_amount, tsa - fee_amount, tss)
+    return MarketState(tsa, tss, tba, state.total_borrow_shares, timestamp, state.fee)
+
+
+def lif(lltv_wad: int) -> float:
+    """Liquidation incentive factor: min(1.15, 1 / (1 - 0.3 * (1 - lltv)))."""
+    lltv = lltv_wad / WAD
+    return min(1.15, 1.0 / (1.0 - 0.3 * (1.0 - lltv)))
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MorphoMarket:
+    id: str  # 0x-prefixed 32-byte hex
+    loan_token: str
+    collateral_token: str
+    oracle: str
+    irm: str
+    lltv: int  # wad
+    state: MarketState  # accrued to the pinned block
+    oracle_price: int  # 1e36-scaled
+    loan_decimals: int
+    collateral_decimals: int
+    loan_symbol: str
+    collateral_symbol: str
+
+    @property
+    def params_tuple(self) -> tuple:
+        return (self.loan_token, self.collateral_token, self.oracle, self.irm, self.lltv)
+
+
+@dataclass(frozen=True)
+class MorphoPosition:
+    market_id: str
+    account: str
+    borrow_shares: int
+    borrowed: int  # loan-token raw units, rounded up like Morpho's health check
+    collateral: int  # collateral-token raw units
+
+    def healthy(self, market: MorphoMarket) -> bool:
+        """Morpho's `_isHealthy` at the market's oracle price."""
+        max_borrow = w_mul_down(self.collateral * market.oracle_price // ORACLE_PRICE_SCALE, market.lltv)
+        return max_borrow >= self.borrowed
+
+
+def discover_markets(client: RpcClient, block: BlockRef, morpho: str, start_block: int, *,
+                     cache: DiscoveryCache | None = None, scanner: LogScanner | None = None) -> list[str]:
+    topic = MORPHO.event("CreateMarket").topic0
+    res = discover(client, protocol=PROTOCOL, contract=morpho, stream="CreateMarket.id", topics=[topic],
+                   extract=lambda log: [log["topics"][1].lower()], start_block=start_block, block=block,
+                   cache=cache, scanner=scanner)
+    return res.values
+
+
+def discover_borrowers(client: RpcClient, block: BlockRef, morpho: str, start_block: int, *,
+                       cache: DiscoveryCache | None = None, scanner: LogScanner | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> list[tuple[str, str]]:
+    """(market id, borrower) pairs from Borrow(id indexed, caller, onBehalf indexed, receiver indexed)."""
+    topic = MORPHO.event("Borrow").topic0
+    res = discover(client, protocol=PROTOCOL, contract=morpho, stream="Borrow.id+onBehalf", topics=[topic],
+                   extract=lambda log: [log["topics"][1].lower() + ":" + topic_address(log["topics"][2])],
+                   start_block=start_block, block=block, cache=cache, scanner=scanner, progress=progress)
+    out = []
+    for v in res.values:
+        mid, acct = v.split(":")
+        out.append((mid, checksum(acct)))
+    return out
+
+
+def read_markets(client: RpcClient, mc: Multicaller, morpho: str, ids: Sequence[str], block: BlockRef, *,
+                 known_symbols: Mapping[str, str] | None = None) -> list[MorphoMarket]:
+    """Parameters, state accrued to the pinned block and oracle price of each market."""
+    if not client.get_code(morpho, block):
+        raise ChainError(f"{PROTOCOL}: no contract at {morpho} (Morpho) at block {block.number}")
+    if not ids:
+        return []
+    lab = f"{PROTOCOL} Morpho {morpho}"
+    first = mc.run([c for i in ids for c in (Call(morpho, MORPHO.fn("idToMarketParams"), (bytes.fromhex(i[2:]),), label=lab),
+                                             Call(morpho, MORPHO.fn("market"), (bytes.fromhex(i[2:]),), label=lab))])
+    params = [first[2 * k] for k in range(len(ids))]
+    states = [MarketState(*first[2 * k + 1]) for k in range(len(ids))]
+    calls = []
+    tokens = sorted({t for p in params for t in (p[0], p[1]) if t != ZERO_ADDRESS})
+    for p, s, mid in zip(params, states, ids):
+        ml = f"{PROTOCOL} market {mid}"
+        calls.append(Call(p[2], ORACLE.fn("price"), label=ml + " oracle") if p[2] != ZERO_ADDRESS else None)
+        calls.append(Call(p[3], IRM.fn("borrowRateView"), (tuple(p), s.as_tuple()), gas=200_000, label=ml + " irm")
+                     if p[3] != ZERO_ADDRESS else None)
+    real = [c for c in calls if c is not None]
+    token_calls = [Call(t, ERC20.fn(f), label=f"{PROTOCOL} token {t}", required=(f == "decimals"))
+                   for t in tokens for f in ("decimals", "symbol")]
+    out_real = mc.run(real + token_calls)
+    it = iter(out_real[:len(real)])
+    per_market = [next(it) if c is not None else None for c in calls]
+    tok = {t: (out_real[len(real) + 2 * j], out_real[len(real) + 2 * j + 1]) for j, t in enumerate(tokens)}
+    known = {k.lower(): v for k, v in (known_symbols or {}).items()}
+    markets = []
+    for k, (mid, p, s) in enumerate(zip(ids, params, states)):
+        price, rate = per_market[2 * k], per_market[2 * k + 1]
+        if p[0] == ZERO_ADDRESS:
+            raise ChainError(f"{PROTOCOL}: market {mid} from CreateMarket has no params in idToMarketParams "
+                             f"at {morpho} (not a Morpho Blue contract?)")
+        if price is None:
+            continue  # markets without an oracle cannot hold debt (Morpho checks the oracle on borrow)
+        accrued = accrue(s, rate, mc.block.timestamp) if rate is not None else s
+        ldec, lsym = tok[p[0]]
+        cdec, csym = tok[p[1]]
+        markets.append(MorphoMarket(
+            mid, p[0], p[1], p[2], p[3], p[4], accrued, price, ldec, cdec,
+            known.get(p[0].lower()) or (lsym if lsym else p[0][:10]),
+            known.get(p[1].lower()) or (csym if csym else p[1][:10])))
+    return markets
+
+
+def read_positions(mc: Multicaller, morpho: str, markets: Sequence[MorphoMarket],
+                   pairs: Sequence[tuple[str, str]]) -> list[MorphoPosition]:
+    """Positions with debt, for (market id, account) pairs in the given markets."""
+    by_id = {m.id: m for m in markets}
+    todo = [(mid, a) for mid, a in pairs if mid in by_id]
+    lab = f"{PROTOCOL} Morpho {morpho} position"
+    res = mc.run([Call(morpho, MORPHO.fn("position"), (bytes.fromhex(mid[2:]), a), label=lab) for mid, a in todo])
+    out = []
+    for (mid, a), (_supply, bshares, coll) in zip(todo, res):
+        if bshares == 0:
+            continue
+        m = by_id[mid]
+        borrowed = to_assets_up(bshares, m.state.total_borrow_assets, m.state.total_borrow_shares)
+        out.append(MorphoPosition(mid, a, bshares, borrowed, coll))
+    return out
+
+
+def market_name(m: MorphoMarket, taken: set[str]) -> str:
+    """'COLL/LOAN-LLTV' (LLTV digits after '0.', e.g. 86 for 0.86); id prefix added when not unique."""
+    lltv = f"{m.lltv / WAD:.6f}".rstrip("0")
+    lltv = lltv[2:] if lltv.startswith("0.") else lltv.replace(".", "")
+    name = f"{m.collateral_symbol}/{m.loan_symbol}-{lltv}"
+    if name in taken:
+        name = f"{name}-{m.id[2:10]}"
+    return name
+
+
+def market_params(m: MorphoMarket) -> dict[str, Any]:
+    """`params` of a morpho-blue markets.json entry (docs/snapshot-format.md)."""
+    # Collateral price in whole loan tokens per whole collateral token, from the market's own oracle.
+    oracle_price = m.oracle_price / ORACLE_PRICE_SCALE * 10 ** (m.collateral_decimals - m.loan_decimals)
+    return {"lltv": m.lltv / WAD, "collateral": m.collateral_symbol, "loan": m.loan_symbol, "id": m.id,
+            "oracle": m.oracle, "irm": m.irm, "oracle_price": oracle_price,
+            "oracle_price_raw": str(m.oracle_price), "liquidation_incentive": lif(m.lltv),
+            "total_borrow_assets": m.state.total_borrow_assets / 10 ** m.loan_decimals,
+            "total_supply_assets": m.state.total_supply_assets / 10 ** m.loan_decimals}

@@ -1,0 +1,345 @@
+"""Take a snapshot of a chain: pin one block, discover, read, build a `Snapshot`, write it atomically.
+
+This is the orchestration layer over the readers (defirisk/protocols, defirisk/markets/oracles.py,
+defirisk/markets/dex.py). It only converts the readers' exact integers into the snapshot's units
+(whole tokens, USD floats) and names; the protocol logic lives in the readers.
+
+Prices in assets.csv: a token listed on an Aave market takes its AaveOracle price (what Aave's
+liquidations use); otherwise the address book's Chainlink feed; otherwise (a Morpho-only collateral)
+its Morpho oracle price times the loan token's USD price. The Morpho market's own oracle price is
+kept in markets.json (`params.oracle_price`) so the exact on-chain trigger is not lost.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from defirisk.addressbook import AddressBook, load_book
+from defirisk.chain.logs import DiscoveryCache, LogScanner
+from defirisk.chain.multicall import Multicaller
+from defirisk.chain.rpc import BlockRef, RpcClient, connect
+from defirisk.errors import ChainError, InputError
+from defirisk.markets import dex, oracles
+from defirisk.model import SNAPSHOT_FORMAT, Asset, MarketParams, Positions, Snapshot
+from defirisk.protocols import aave_v3, morpho_blue
+from defirisk.redact import redact_url
+
+SUPPORTED = ("aave-v3", "morpho-blue")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class SnapshotRun:
+    """What `take_snapshot` did: the snapshot, where it went, and counts/timings for reports."""
+
+    snapshot: Snapshot
+    path: Path | None
+    block: BlockRef
+    accounts: dict[str, int]  # protocol -> accounts with debt read
+    discovered: dict[str, int]  # protocol -> candidate accounts from logs
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: int = 0  # view calls made through multicall
+    requests: int = 0  # HTTP requests
+
+    @property
+    def total_accounts(self) -> int:
+        return sum(self.accounts.values())
+
+
+def parse_protocols(spec: str | Sequence[str] | None) -> tuple[str, ...]:
+    if spec is None:
+        return SUPPORTED
+    items = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if p.strip()]
+    for p in items:
+        if p not in SUPPORTED:
+            raise InputError(f"protocol {p!r} has no chain reader (readers: {', '.join(SUPPORTED)})")
+    if not items:
+        raise InputError("no protocols given")
+    return tuple(dict.fromkeys(items))
+
+
+class _Symbols:
+    """Token address -> unique snapshot symbol (book names first; clashes get an address suffix)."""
+
+    def __init__(self, book: AddressBook):
+        self.by_addr: dict[str, str] = {}
+        self.decimals: dict[str, int] = {}
+        self.address: dict[str, str] = {}
+        for t in book.tokens.values():
+            self.add(t.address, t.symbol, t.decimals)
+
+    def add(self, address: str, symbol: str, decimals: int) -> str:
+        key = address.lower()
+        if key in self.by_addr:
+            return self.by_addr[key]
+        sym = symbol
+        if sym in self.address and self.address[sym].lower() != key:
+            sym = f"{symbol}-{address[2:8]}"
+        self.by_addr[key] = sym
+        self.address[sym] = address
+        self.decimals[sym] = decimals
+        return sym
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def take_snapshot(rpc_url: str | None = None, block: int | None = None,
+                  protocols: str | Sequence[str] | None = None, out: str | Path | None = None,
+                  book: AddressBook | str | Path | Mapping[str, Any] | None = None,
+                  progress: Progress | None = None, *, cache: DiscoveryCache | None | bool = True,
+                  positions_format: str = "auto") -> SnapshotRun:
+    """Snapshot Aave V3 and/or Morpho Blue at one block and (when `out` is given) write it.
+
+    rpc_url: node URL; None snapshots the default devnet (started, or loaded from its cached state).
+    block: block number to pin (default: latest). protocols: "aave-v3,morpho-blue" or a sequence.
+    book: an AddressBook, a built-in name ("mainnet"), a file, or a mapping; default: "mainnet" for
+    chain id 1, the devnet's own book without rpc_url. cache: True = the default discovery cache,
+    False/None = no cache, or a DiscoveryCache.
+    Raises ChainError (unreachable RPC, wrong chain id, missing code, wrong interface) and InputError.
+    """
+    protos = parse_protocols(protocols)
+    if rpc_url is None:
+        from defirisk.devnet import running_devnet
+
+        with running_devnet() as dn:
+            return take_snapshot(dn.rpc_url, block, protos, out, book if book is not None else dn.book,
+                                 progress, cache=cache, positions_format=positions_format)
+    progress = progress or _quiet
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    expected = None
+    if book is not None and not isinstance(book, AddressBook):
+        book = load_book(book)
+    if book is not None:
+        expected = book.chain_id
+    client = connect(rpc_url, expected_chain_id=expected)
+    try:
+        if book is None:
+            if client.chain_id() != 1:
+                raise InputError(f"chain id {client.chain_id()} at {client.display_url} has no built-in address "
+                                 f"book; pass one (--book FILE)")
+            book = load_book("mainnet")
+        ref = client.pin(block)
+        progress(f"pinned block {ref.number}", 1, 1)
+        mc = Multicaller(client, ref, address=book.multicall3)
+        mc._check_aggregator()
+        own_cache = False
+        if cache is True:
+            cache, own_cache = DiscoveryCache(), True
+        elif cache is False:
+            cache = None
+        try:
+            run = _read_all(client, mc, ref, book, protos, cache, progress, seconds)
+        finally:
+            if own_cache and cache is not None:
+                cache.close()
+        client.verify_pin(ref)
+        snap = _build_snapshot(run, ref, book, client, protos)
+        seconds["read_total"] = time.perf_counter() - t0
+        path = None
+        if out is not None:
+            from defirisk.snapshot import write_snapshot
+
+            t1 = time.perf_counter()
+            path = write_snapshot(snap, out, positions_format=positions_format)
+            seconds["write"] = time.perf_counter() - t1
+        seconds["total"] = time.perf_counter() - t0
+        return SnapshotRun(snap, path, ref, run["accounts"], run["discovered"], seconds, mc.calls_sent,
+                           client.requests_sent)
+    finally:
+        client.close()
+
+
+def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBook, protos: Sequence[str],
+              cache: DiscoveryCache | None, progress: Progress, seconds: dict[str, float]) -> dict[str, Any]:
+    symbols = _Symbols(book)
+    known = book.symbols_by_address()
+    prices: dict[str, float] = {}
+    oracle_of: dict[str, str] = {}
+    markets: list[MarketParams] = []
+    cols: dict[str, list] = {k: [] for k in ("protocol", "market", "account", "asset", "side", "amount", "emode")}
+    accounts: dict[str, int] = {}
+    discovered: dict[str, int] = {}
+    used_assets: set[str] = set()
+
+    def add_row(proto, market, account, sym, side, amount, emode=0):
+        cols["protocol"].append(proto)
+        cols["market"].append(market)
+        cols["account"].append(account)
+        cols["asset"].append(sym)
+        cols["side"].append(side)
+        cols["amount"].append(amount)
+        cols["emode"].append(emode)
+        used_assets.add(sym)
+
+    if "aave-v3" in protos:
+        if not book.aave_v3:
+            raise InputError(f"address book {book.name} has no aave_v3 entry")
+        for entry in book.aave_v3:
+            t = time.perf_counter()
+            market = aave_v3.read_market(client, mc, pool=entry.pool, provider=entry.provider, name=entry.market,
+                                         known_symbols=known, version=entry.version)
+            sym_of = {}
+            for r in market.reserves:
+                sym = symbols.add(r.asset, r.symbol, r.decimals)
+                sym_of[r.asset] = sym
+                prices.setdefault(sym, r.price / market.base_currency_unit)
+                oracle_of.setdefault(sym, f"aave-v3:{entry.market}")
+            # Re-key the market's symbols to the snapshot's unique ones.
+            market = _rename_reserves(market, sym_of)
+            params, assets = aave_v3.market_params(market)
+            markets.append(MarketParams("aave-v3", entry.market, params, assets))
+            used_assets.update(assets)
+            seconds[f"aave-v3:{entry.market}:market"] = time.perf_counter() - t
+            t = time.perf_counter()
+            cands = aave_v3.discover_accounts(
+                client, ref, market.pool, entry.start_block, cache=cache, market=entry.market,
+                progress=lambda d, n: progress(f"aave-v3 {entry.market}: scanning Borrow logs", d, n))
+            seconds[f"aave-v3:{entry.market}:discover"] = time.perf_counter() - t
+            t = time.perf_counter()
+            accts = aave_v3.read_accounts(
+                mc, market, cands,
+                progress=lambda d, n: progress(f"aave-v3 {entry.market}: reading accounts", d, n))
+            seconds[f"aave-v3:{entry.market}:read"] = time.perf_counter() - t
+            dec = {r.asset: r.decimals for r in market.reserves}
+            for acct in accts:
+                for asset, raw in acct.collateral.items():
+                    add_row("aave-v3", entry.market, acct.address, sym_of[asset], "collateral",
+                            raw / 10 ** dec[asset], acct.emode)
+                for asset, raw in acct.debt.items():
+                    add_row("aave-v3", entry.market, acct.address, sym_of[asset], "debt",
+                            raw / 10 ** dec[asset], acct.emode)
+            key = f"aave-v3:{entry.market}"
+            accounts[key] = len(accts)
+            discovered[key] = len(cands)
+
+    if "morpho-blue" in protos:
+        m = book.morpho_blue
+        if m is None:
+            raise InputError(f"address book {book.name} has no morpho_blue entry")
+        t = time.perf_counter()
+        ids = morpho_blue.discover_markets(client, ref, m.morpho, m.start_block, cache=cache)
+        ids = list(dict.fromkeys(ids + [i for i in m.market_ids]))
+        mkts = morpho_blue.read_markets(client, mc, m.morpho, ids, ref, known_symbols=known)
+        seconds["morpho-blue:markets"] = time.perf_counter() - t
+        t = time.perf_counter()
+        pairs = morpho_blue.discover_borrowers(
+            client, ref, m.morpho, m.start_block, cache=cache,
+            progress=lambda d, n: progress("morpho-blue: scanning Borrow logs", d, n))
+        seconds["morpho-blue:discover"] = time.perf_counter() - t
+        t = time.perf_counter()
+        progress("morpho-blue: reading positions", 0, len(pairs))
+        positions = morpho_blue.read_positions(mc, m.morpho, mkts, pairs)
+        progress("morpho-blue: reading positions", len(pairs), len(pairs))
+        seconds["morpho-blue:read"] = time.perf_counter() - t
+        names: dict[str, str] = {}
+        taken: set[str] = set()
+        need_feed: dict[str, tuple] = {}
+        for mk in mkts:
+            lsym = symbols.add(mk.loan_token, mk.loan_symbol, mk.loan_decimals)
+            csym = symbols.add(mk.collateral_token, mk.collateral_symbol, mk.collateral_decimals)
+            mk = _rename_morpho(mk, lsym, csym)
+            name = morpho_blue.market_name(mk, taken)
+            taken.add(name)
+            names[mk.id] = name
+            params = morpho_blue.market_params(mk)
+            markets.append(MarketParams("morpho-blue", name, params, {csym: {}, lsym: {}}))
+            used_assets.update((csym, lsym))
+            need_feed[csym] = (lsym, params["oracle_price"], mk.oracle)
+        by_id = {mk.id: mk for mk in mkts}
+        for p in positions:
+            mk = by_id[p.market_id]
+            lsym = symbols.by_addr[mk.loan_token.lower()]
+            csym = symbols.by_addr[mk.collateral_token.lower()]
+            add_row("morpho-blue", names[p.market_id], p.account, csym, "collateral",
+                    p.collateral / 10 ** mk.collateral_decimals)
+            add_row("morpho-blue", names[p.market_id], p.account, lsym, "debt",
+                    p.borrowed / 10 ** mk.loan_decimals)
+        accounts["morpho-blue"] = len({p.account for p in positions})
+        discovered["morpho-blue"] = len(pairs)
+        # Prices for Morpho tokens not priced by an Aave oracle: book feeds, then the market oracle.
+        feeds = {s: book.feeds[s] for s in used_assets if s not in prices and s in book.feeds}
+        if feeds:
+            for s, r in oracles.read_feeds(mc, feeds, ref.timestamp).items():
+                prices[s] = r.price
+                oracle_of[s] = f"chainlink:{r.feed}"
+        for csym, (lsym, oprice, oracle_addr) in need_feed.items():
+            if csym not in prices and lsym in prices:
+                prices[csym] = oprice * prices[lsym]
+                oracle_of[csym] = f"morpho-oracle:{oracle_addr}"
+    run_venues = _read_venues(mc, book, symbols, prices, used_assets, progress)
+    missing = sorted(s for s in used_assets if s not in prices)
+    if missing:
+        raise ChainError(f"no USD price for {', '.join(missing)}: add a Chainlink feed for it to the address "
+                         f"book's feeds")
+    return {"symbols": symbols, "prices": prices, "oracle_of": oracle_of, "markets": markets, "cols": cols,
+            "accounts": accounts, "discovered": discovered, "venues": run_venues, "used": used_assets}
+
+
+def _rename_reserves(market: aave_v3.AaveMarket, sym_of: Mapping[str, str]) -> aave_v3.AaveMarket:
+    from dataclasses import replace
+
+    return replace(market, reserves=tuple(replace(r, symbol=sym_of[r.asset]) for r in market.reserves))
+
+
+def _rename_morpho(mk: morpho_blue.MorphoMarket, lsym: str, csym: str) -> morpho_blue.MorphoMarket:
+    from dataclasses import replace
+
+    return replace(mk, loan_symbol=lsym, collateral_symbol=csym)
+
+
+def _read_venues(mc: Multicaller, book: AddressBook, symbols: _Symbols, prices: Mapping[str, float],
+                 used: set[str], progress: Progress) -> dict[str, list[dict]]:
+    """Venue dicts for every book pool whose base token is in the snapshot and whose quote is priced."""
+    venues: dict[str, list[dict]] = {}
+    jobs = [("v2", b, q, 0, a) for (b, q), a in book.v2_pairs.items()] + \
+           [("v3", b, q, f, a) for (b, q, f), a in book.v3_pools.items()]
+    for i, (kind, b, q, _fee, addr) in enumerate(jobs):
+        progress("DEX venues", i, len(jobs))
+        if b not in used:
+            continue
+        if q not in prices:
+            continue  # the solver prices a venue's quote by its oracle price; without one, skip
+        base = dex.TokenInfo(b, book.tokens[b].address, book.tokens[b].decimals)
+        quote = dex.TokenInfo(q, book.tokens[q].address, book.tokens[q].decimals)
+        v = dex.read_v2_venue(mc, addr, base, quote) if kind == "v2" else dex.read_v3_venue(mc, addr, base, quote)
+        venues.setdefault(b, []).append(v)
+    progress("DEX venues", len(jobs), len(jobs))
+    return venues
+
+
+def _build_snapshot(run: Mapping[str, Any], ref: BlockRef, book: AddressBook, client: RpcClient,
+                    protos: Sequence[str]) -> Snapshot:
+    symbols: _Symbols = run["symbols"]
+    prices = run["prices"]
+    used = set(run["used"]) | {v["quote"] for vs in run["venues"].values() for v in vs}
+    assets = {}
+    for sym in sorted(used):
+        assets[sym] = Asset(sym, symbols.decimals[sym], float(prices[sym]), symbols.address[sym],
+                            run["oracle_of"].get(sym), 0.0)
+    cols = run["cols"]
+    frame = pd.DataFrame({k: np.asarray(v, dtype=object if k not in ("amount", "emode") else None)
+                          for k, v in cols.items()})
+    if len(frame) == 0:
+        frame = pd.DataFrame({k: pd.Series([], dtype=float if k == "amount" else (int if k == "emode" else str))
+                              for k in cols})
+    from defirisk.model import Venue
+
+    venues = {sym: tuple(Venue(sym, v["kind"], {k: x for k, x in v.items() if k != "kind"}) for v in vs)
+              for sym, vs in run["venues"].items()}
+    manifest = {
+        "format": SNAPSHOT_FORMAT, "chain_id": client.chain_id(), "block_number": ref.number,
+        "block_hash": ref.hash, "timestamp": ref.timestamp,
+        "source": f"defirisk snapshot of {redact_url(client.display_url)} with address book {book.name}",
+        "protocols": list(protos), "accounts": dict(run["accounts"]),
+        "discovered_accounts": dict(run["discovered"]), "address_book": book.name,
+    }
+    return Snapshot(manifest=manifest, assets=assets, positions=Positions(frame), markets=tuple(run["markets"]),
+                    venues=venues)
