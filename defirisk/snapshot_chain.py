@@ -94,13 +94,14 @@ def take_snapshot(rpc_url: str | None = None, block: int | None = None,
                   protocols: str | Sequence[str] | None = None, out: str | Path | None = None,
                   book: AddressBook | str | Path | Mapping[str, Any] | None = None,
                   progress: Progress | None = None, *, cache: DiscoveryCache | None | bool = True,
-                  positions_format: str = "auto") -> SnapshotRun:
+                  positions_format: str = "auto", scenario: str | Path | None = None) -> SnapshotRun:
     """Snapshot Aave V3 and/or Morpho Blue at one block and (when `out` is given) write it.
 
     rpc_url: node URL; None snapshots the default devnet (started, or loaded from its cached state).
     block: block number to pin (default: latest). protocols: "aave-v3,morpho-blue" or a sequence.
     book: an AddressBook, a built-in name ("mainnet"), a file, or a mapping; default: "mainnet" for
-    chain id 1, the devnet's own book without rpc_url. cache: True = the default discovery cache,
+    chain id 1, the devnet's own book without rpc_url. scenario: devnet scenario when rpc_url is None
+    (default: the default scenario). cache: True = the default discovery cache,
     False/None = no cache, or a DiscoveryCache.
     Raises ChainError (unreachable RPC, wrong chain id, missing code, wrong interface) and InputError.
     """
@@ -108,7 +109,7 @@ def take_snapshot(rpc_url: str | None = None, block: int | None = None,
     if rpc_url is None:
         from defirisk.devnet import running_devnet
 
-        with running_devnet() as dn:
+        with running_devnet(scenario) as dn:
             return take_snapshot(dn.rpc_url, block, protos, out, book if book is not None else dn.book,
                                  progress, cache=cache, positions_format=positions_format)
     progress = progress or _quiet

@@ -48,3 +48,24 @@ def anvil(bare_anvil):
 def client(anvil):
     with RpcClient(anvil.url) as c:
         yield c
+
+
+SMALL_SCENARIO = ROOT / "fixtures" / "scenarios" / "small.yaml"
+
+
+@pytest.fixture(scope="session")
+def small_devnet():
+    from defirisk.devnet import running_devnet
+
+    with running_devnet(SMALL_SCENARIO) as devnet:
+        yield devnet
+
+
+@pytest.fixture
+def dn(small_devnet):
+    """The small devnet, reverted to its built state after the test."""
+    snap = small_devnet.anvil.snapshot()
+    try:
+        yield small_devnet
+    finally:
+        small_devnet.anvil.revert(snap)
