@@ -73,7 +73,7 @@ class Chain:
         values = decode(list(returns), bytes.fromhex(raw[2:]))
         return values[0] if len(values) == 1 else values
 
-    def _wait_receipt(self, tx_hash: str, label: str) -> dict:
+    def _wait_receipt(self, tx_hash: str, label: str, tx: dict | None = None) -> dict:
         receipt = self.anvil.rpc("eth_getTransactionReceipt", tx_hash)
         delay, waited = 0.001, 0.0
         while receipt is None and waited < 30:  # automine seals asynchronously right after the send
@@ -84,8 +84,19 @@ class Chain:
         if receipt is None:
             raise ChainError(f"{label}: transaction {tx_hash} was not mined (is automine off?)")
         if int(receipt["status"], 16) != 1:
-            raise ChainError(f"{label}: transaction reverted ({tx_hash})")
+            raise ChainError(f"{label}: transaction reverted ({tx_hash}){self._revert_reason(tx, receipt)}")
         return receipt
+
+    def _revert_reason(self, tx: dict | None, receipt: dict) -> str:
+        """Replay a reverted automined tx on its parent block (it was alone in its block) for the reason."""
+        if tx is None:
+            return ""
+        parent = hex(int(receipt["blockNumber"], 16) - 1)
+        try:
+            self.anvil.rpc("eth_call", {k: v for k, v in tx.items() if k != "nonce"}, parent)
+        except ChainError as exc:
+            return f": {exc}"
+        return ""
 
     def send(self, to: str, signature: str, *args: Any, sender: str = DEPLOYER, gas: int | None = None,
              value: int = 0, label: str | None = None) -> dict:
@@ -100,7 +111,7 @@ class Chain:
         except ChainError as exc:  # estimation reverts surface here, with the revert reason
             raise ChainError(f"{label}: {exc}") from exc
         self.sent += 1
-        return self._wait_receipt(tx_hash, label)
+        return self._wait_receipt(tx_hash, label, tx)
 
     def deploy(self, bytecode: str, types: Sequence[str] = (), args: Sequence[Any] = (), *,
                sender: str = DEPLOYER, label: str = "contract") -> str:
