@@ -1,0 +1,102 @@
+"""`defirisk cascade`: solve a cascade or a cascade curve on a snapshot directory (thin wrapper)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from defirisk.cli import app
+from defirisk.errors import ConvergenceError, InputError
+
+
+def _parse_pairs(items: List[str], what: str) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, val = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"{what} {item!r}: expected ASSET=NUMBER")
+        try:
+            out[name] = float(val)
+        except ValueError:
+            raise InputError(f"{what} {item!r}: {val!r} is not a number") from None
+    return out
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    cells = [[h for h in headers]] + [[f"{v:,.2f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@app.command("cascade")
+def cascade(
+    snapshot_dir: Path = typer.Argument(..., help="Snapshot directory (format v1)."),
+    shock: List[str] = typer.Option([], "--shock", help="ASSET=FRACTION price shock, repeatable (WETH=0.2 = -20%)."),
+    beta: List[str] = typer.Option([], "--beta", help="ASSET=BETA: move ASSET by BETA x the (single) shock."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="sequential (round by round; default for a cascade) or equilibrium (fixed point; default for --curve)."),
+    curve: bool = typer.Option(False, "--curve", help="Cascade curve of --asset over shocks, with cliffs."),
+    asset: Optional[str] = typer.Option(None, "--asset", help="Asset of the curve (with --curve)."),
+    max_shock: float = typer.Option(0.9, "--max-shock", help="Largest shock of the curve."),
+    points: int = typer.Option(1000, "--points", help="Number of curve points."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Liquidation cascade after a price shock, or the cascade curve with its cliffs.
+
+    Examples:
+
+      defirisk cascade fixtures/cases/two_protocol_cliff --shock WETH=0.2 --json
+
+      defirisk cascade fixtures/cases/two_protocol_cliff --curve --asset WETH --points 200
+    """
+    from defirisk.snapshot import load_snapshot
+    from defirisk.solver import cascade_curve, solve
+
+    try:
+        snap = load_snapshot(snapshot_dir)
+        betas = _parse_pairs(beta, "--beta") or None
+        if curve:
+            if not asset:
+                raise InputError("--curve needs --asset")
+            if shock:
+                raise InputError("--curve takes --asset, not --shock")
+            res = cascade_curve(snap, asset, max_shock=max_shock, points=points, mode=mode or "equilibrium", betas=betas)
+            out = res.to_dict()
+        else:
+            if not shock:
+                raise InputError("give at least one --shock ASSET=FRACTION (or --curve --asset ASSET)")
+            res = solve(snap, _parse_pairs(shock, "--shock"), mode or "sequential", betas=betas)
+            out = res.to_dict()
+    except InputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except ConvergenceError as exc:
+        typer.echo(f"error: did not converge: {exc}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(out, indent=None, allow_nan=False))
+        return
+    if curve:
+        typer.echo(f"cascade curve of {asset} ({out['mode']}, {out['method']}, {len(out['curve'])} points)")
+        step = max(1, len(out["curve"]) // 20)
+        typer.echo(_table(["shock", "end_price", "liquidated_usd", "bad_debt_usd"],
+                          [[f"{r['shock']:.4f}", r["end_price"], r["liquidated_collateral_usd"], r["bad_debt_usd"]]
+                           for r in out["curve"][::step]]))
+        typer.echo(f"\ncliffs: {len(out['cliffs'])}")
+        if out["cliffs"]:
+            typer.echo(_table(["trigger_shock", "trigger_price", "end_before", "end_after", "protocols", "liquidated_usd", "bad_debt_usd"],
+                              [[f"{c['trigger_shock']:.6f}", c["trigger_price"], c["end_price_before"], c["end_price"],
+                                " > ".join(c["protocols"]), c["liquidated_collateral_usd"], c["bad_debt_usd"]] for c in out["cliffs"]]))
+        return
+    typer.echo(f"mode {out['mode']}: {out['rounds']} rounds, converged={out['converged']}")
+    typer.echo(_table(["asset", "initial", "shocked", "end"],
+                      [[a, out["initial_prices"][a], out["shocked_prices"][a], out["end_prices"][a]] for a in out["end_prices"]]))
+    t = out["totals"]
+    typer.echo("")
+    typer.echo(_table(["protocol", "accounts", "liquidated_usd", "repaid_usd", "bad_debt_usd"],
+                      [[p, v["accounts_liquidated"], v["liquidated_collateral_usd"], v["debt_repaid_usd"], v["bad_debt_usd"]]
+                       for p, v in out["by_protocol"].items()]
+                      + [["TOTAL", t["accounts_liquidated"], t["liquidated_collateral_usd"], t["debt_repaid_usd"], t["bad_debt_usd"]]]))

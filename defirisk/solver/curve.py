@@ -1,0 +1,339 @@
+"""Cascade curves (equilibrium end price vs initial shock on one asset) and cliffs.
+
+Fast exact path ("compiled"): when every position that holds the curve asset X as collateral can be
+written as pieces on the price axis -- on [lo, hi) the position, liquidated at price p until healthy,
+sells a + b/p tokens of X, loses c*p + d USD of collateral and leaves e + f*p USD of bad debt -- the
+sums over all positions are suffix sums over ONE sorted array of piece ends, evaluated for all shocks
+at once with searchsorted. The greatest fixed point is then found by the vectorised monotone
+iteration p <- min(p, V(S(p))) from the shocked prices. Compiled: Morpho Blue, Compound V3, Maker,
+Aave V3.0-3.2 accounts with one collateral (X) and one debt asset when LB*LT < 0.95. Anything else
+(Liquity redistribution, cross-collateral Aave, v3.3 rules, betas) uses the general engine per shock.
+
+Cliffs: a grid interval whose end-price drop exceeds the shock's own move by more than `min_jump`
+(fraction of the initial price) is bisected on the shock until it is `shock_tol` wide; a genuine
+jump keeps its size as the interval shrinks, a steep continuous stretch does not and is dropped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from defirisk.errors import ConvergenceError, InputError
+from defirisk.model import Snapshot
+from defirisk.rules.aave_v3 import CLOSE_FACTOR_HF
+from defirisk.solver.engine import Prepared, apply_shock, prepare, run_equilibrium, run_sequential, resolve_shocks
+from defirisk.solver.result import Cliff, CurveResult
+
+NCOEF = 6  # a, b (sold = a + b/p), c, d (usd = c*p + d), e, f (bad = e + f*p)
+MAX_ITER = 100_000
+
+
+@dataclass(frozen=True, eq=False)
+class PieceTable:
+    """Suffix sums of piece coefficients at sorted break points: S(p) uses points x > p."""
+
+    x: np.ndarray       # sorted break points (m,)
+    suffix: np.ndarray  # (m + 1, NCOEF); suffix[i] = sum of deltas at points i..m-1
+
+    @staticmethod
+    def build(lo: np.ndarray, hi: np.ndarray, coef: np.ndarray) -> "PieceTable":
+        keep = hi > lo
+        lo, hi, coef = lo[keep], hi[keep], coef[keep]
+        x = np.concatenate([hi, lo])
+        d = np.concatenate([coef, -coef])
+        order = np.argsort(x, kind="stable")
+        x, d = x[order], d[order]
+        suffix = np.zeros((len(x) + 1, NCOEF))
+        suffix[:-1] = np.cumsum(d[::-1], axis=0)[::-1]
+        return PieceTable(x, suffix)
+
+    def coef_at(self, p: np.ndarray) -> np.ndarray:
+        return self.suffix[np.searchsorted(self.x, p, side="right")]
+
+    def eval(self, p: np.ndarray):
+        c = self.coef_at(p)
+        return c[..., 0] + c[..., 1] / p, c[..., 2] * p + c[..., 3], c[..., 4] + c[..., 5] * p
+
+
+def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
+    """Compile every book into pieces for asset index j, or None if some position cannot be."""
+    p = prep.p0
+    out: dict[str, list] = {}
+
+    def add(proto, lo, hi, coef):
+        out.setdefault(proto, []).append((np.asarray(lo, float), np.asarray(hi, float), np.asarray(coef, float)))
+
+    for b in prep.books:
+        rule, st = b.rule, b.state0
+        C, D = st.coll, st.debt
+        if len(C) == 0:
+            continue
+        holds = C[:, j] > 0
+        others_c = np.delete(C, j, axis=1)
+        others_p = np.delete(p, j)
+        proto = b.protocol
+        if proto == "liquity":
+            if holds.any() or rule.liquidatable(st, p).any():
+                return None
+            continue
+        if not holds.any():
+            # never sells X; if it is liquidatable it would be at every shock, which we cannot
+            # represent without the other assets moving -> only allowed when it is not.
+            if (D[:, j] > 0).any() and rule.liquidatable(st, p).any():
+                return None
+            continue
+        if (D[holds, j] > 0).any():
+            return None
+        Cx = C[holds, j]
+        dusd = (D[holds] * p).sum(axis=1)
+        zeros = np.zeros_like(Cx)
+        if proto == "morpho-blue":
+            lltv, lif = rule.lltv, rule.lif
+            t = dusd / (Cx * lltv)
+            u = dusd * lif / Cx
+            add(proto, zeros, u, np.stack([Cx, zeros, Cx, zeros, dusd, -Cx / lif], 1))
+            add(proto, u, t, np.stack([zeros, dusd * lif, zeros, dusd * lif, zeros, zeros], 1))
+        elif proto == "compound-v3":
+            oc = (others_c[holds] * others_p * np.delete(rule.lcf, j)).sum(axis=1)
+            ol = (others_c[holds] * others_p * np.delete(rule.lf, j)).sum(axis=1)
+            ov = (others_c[holds] * others_p).sum(axis=1)
+            t = (dusd - oc) / (Cx * rule.lcf[j])
+            z = np.minimum((dusd - ol) / (Cx * rule.lf[j]), t)
+            add(proto, zeros, t, np.stack([Cx, zeros, Cx, ov, zeros, zeros], 1))
+            add(proto, zeros, np.maximum(z, 0), np.stack([zeros, zeros, zeros, zeros, dusd - ol, -Cx * rule.lf[j]], 1))
+        elif proto == "maker":
+            if rule.c != j:
+                return None
+            dai = D[holds, rule.d] * p[rule.d]
+            art = D[holds, rule.d]
+            t = art * rule.mat / Cx
+            u = np.minimum(dai * rule.chop / Cx, t)
+            add(proto, zeros, u, np.stack([Cx, zeros, Cx, zeros, zeros, zeros], 1))
+            add(proto, u, t, np.stack([zeros, dai * rule.chop, Cx, zeros, zeros, zeros], 1))
+            add(proto, zeros, np.minimum(dai / Cx, t), np.stack([zeros, zeros, zeros, zeros, dai, -Cx], 1))
+        elif proto == "aave-v3":
+            if rule.version >= (3, 3):
+                return None
+            if (others_c[holds] > 0).any() or ((D[holds] > 0).sum(axis=1) != 1).any():
+                return None
+            lt, lb = st.extra["lt"][holds, j], st.extra["lb"][holds, j]
+            if (lt <= 0).any() or (lb * lt >= CLOSE_FACTOR_HF).any():
+                return None
+            kappa = 1.0 - rule.fee[j] * (1.0 - 1.0 / lb)
+            t = dusd / (Cx * lt)
+            t95 = CLOSE_FACTOR_HF * t
+            u = dusd * lb / Cx
+            add(proto, zeros, u, np.stack([kappa * Cx, zeros, Cx, zeros, dusd, -Cx / lb], 1))
+            add(proto, u, t95, np.stack([zeros, kappa * dusd * lb, zeros, dusd * lb, zeros, zeros], 1))
+            # 0.95 < HF < 1: repeated 50% calls at a fixed price; after j calls HF_j = 2^j (HF - LB*LT) + LB*LT
+            blt = lb * lt
+            for n in range(1, 64):
+                h_hi = blt + (1.0 - blt) / 2.0 ** (n - 1)
+                h_lo = np.maximum(blt + (1.0 - blt) / 2.0 ** n, CLOSE_FACTOR_HF)
+                if (h_hi <= CLOSE_FACTOR_HF).all():
+                    break
+                frac = 1.0 - 0.5 ** n
+                add(proto, h_lo * t, np.maximum(h_hi, h_lo) * t,
+                    np.stack([zeros, kappa * dusd * lb * frac, zeros, dusd * lb * frac, zeros, zeros], 1))
+        else:
+            return None
+    return {proto: tuple(np.concatenate(x) for x in zip(*parts)) for proto, parts in out.items()}
+
+
+class Compiled:
+    """Single-asset cascade evaluator over many shocks at once."""
+
+    def __init__(self, prep: Prepared, j: int, pieces: dict):
+        self.prep, self.j = prep, j
+        self.curve = prep.curves[j]
+        self.protocols = sorted(pieces)
+        self.tables = {pr: PieceTable.build(*pieces[pr]) for pr in self.protocols}
+        allp = [pieces[pr] for pr in self.protocols]
+        self.total = PieceTable.build(*(np.concatenate(x) for x in zip(*allp))) if allp else None
+
+    def shocked(self, shocks: np.ndarray):
+        c = self.curve
+        st0 = c.init_state(shocks.shape)
+        target = self.prep.p0[self.j] * (1.0 - shocks)
+        q = c.amount_to_price(st0, target)
+        st, _ = c.sell(st0, q)
+        return st, c.price(st)
+
+    def solve(self, shocks: np.ndarray, tol: float = 1e-12):
+        st, p_hat = self.shocked(shocks)
+        p = p_hat.copy()
+        if self.total is None:
+            return p_hat, p, 0
+        for it in range(1, MAX_ITER + 1):
+            sold, _, _ = self.total.eval(p)
+            new_st, _ = self.curve.sell(st, np.maximum(sold, 0.0))
+            p_new = np.minimum(p, self.curve.price(new_st))
+            if np.isnan(p_new).any():
+                raise ConvergenceError("curve: NaN price in the fixed-point iteration")
+            done = np.all(np.abs(p_new - p) <= tol * p)
+            p = p_new
+            if done:
+                return p_hat, p, it
+        raise ConvergenceError(f"curve: monotone iteration did not converge in {MAX_ITER} steps")
+
+    def outcome(self, p: np.ndarray):
+        _, usd, bad = self.total.eval(p) if self.total is not None else (0, np.zeros_like(p), np.zeros_like(p))
+        return usd, bad
+
+    def path(self, shock: float, tol: float = 1e-12) -> list[float]:
+        """The monotone sequence p_0 = p_hat > p_1 > ... for one shock (for attribution)."""
+        st, p_hat = self.shocked(np.array([shock]))
+        ps = [float(p_hat[0])]
+        p = p_hat.copy()
+        for _ in range(MAX_ITER):
+            sold, _, _ = self.total.eval(p)
+            new_st, _ = self.curve.sell(st, np.maximum(sold, 0.0))
+            p_new = np.minimum(p, self.curve.price(new_st))
+            if abs(p_new[0] - p[0]) <= tol * p[0]:
+                break
+            p = p_new
+            ps.append(float(p[0]))
+        return ps
+
+
+def _by_protocol_usd(comp: Compiled, p: float) -> dict[str, float]:
+    return {pr: float(comp.tables[pr].eval(np.array([p]))[1][0]) for pr in comp.protocols}
+
+
+def _cliff_details_compiled(comp: Compiled, s_lo: float, s_hi: float, before: float, after: float):
+    usd_b = _by_protocol_usd(comp, before)
+    path = comp.path(s_hi)
+    # who joined at each step of the chain, in order; the pushers of step k are the protocols whose
+    # liquidated value grew in step k-1 (step 1 is pushed by the shock itself)
+    order, attribution, prev_growth = [], [], {"shock": 1.0}
+    prev = dict(usd_b)
+    for pk in path:
+        cur = _by_protocol_usd(comp, pk)
+        growth = {pr: cur[pr] - prev[pr] for pr in comp.protocols if cur[pr] - prev[pr] > 1e-9 * (1 + abs(cur[pr]))}
+        if growth:
+            tot_push = sum(prev_growth.values())
+            for pr, g in growth.items():
+                if pr not in order:
+                    order.append(pr)
+                for pusher, w in prev_growth.items():
+                    attribution.append({"pusher": pusher, "pushed": pr, "liquidated_collateral_usd": g * w / tot_push})
+            prev_growth = growth
+        prev = cur
+    merged: dict[tuple[str, str], float] = {}
+    for a in attribution:
+        key = (a["pusher"], a["pushed"])
+        merged[key] = merged.get(key, 0.0) + a["liquidated_collateral_usd"]
+    attr = tuple({"pusher": k[0], "pushed": k[1], "liquidated_collateral_usd": v} for k, v in merged.items())
+    return tuple(order), attr
+
+
+def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, points: int = 1000, mode: str = "equilibrium",
+                  betas=None, min_jump: float = 0.005, shock_tol: float = 1e-9, method: str = "auto",
+                  prepared: Prepared | None = None) -> CurveResult:
+    """End price of `asset` for `points` shocks in [0, max_shock] plus cliffs found by bisection."""
+    if not (math.isfinite(max_shock) and 0 < max_shock < 1):
+        raise InputError("max_shock must be in (0, 1)")
+    if not (isinstance(points, int) and points >= 2):
+        raise InputError("points must be an integer >= 2")
+    if mode not in ("equilibrium", "sequential"):
+        raise InputError(f"mode must be equilibrium or sequential, got {mode!r}")
+    if method not in ("auto", "compiled", "general"):
+        raise InputError("method must be auto, compiled or general")
+    prep = prepared or prepare(snapshot)
+    if asset not in prep.symbols:
+        raise InputError(f"unknown asset {asset!r} (assets: {', '.join(prep.symbols)})")
+    j = prep.symbols.index(asset)
+    if j not in prep.curves:
+        raise InputError(f"asset {asset} has no venue in venues.json: its price cannot be moved by sales")
+    resolve_shocks(prep, {asset: 0.0}, betas)  # validates betas
+    shocks = np.linspace(0.0, max_shock, points)
+    comp = None
+    if method != "general" and mode == "equilibrium" and not betas:
+        pieces = _pieces(prep, j)
+        if pieces is not None:
+            comp = Compiled(prep, j, pieces)
+    if method == "compiled" and comp is None:
+        raise InputError("this snapshot cannot be compiled for a fast curve (see docs/model.md); use method='general'")
+    if comp is not None:
+        p_hat, end, iters = comp.solve(shocks)
+        usd, bad = comp.outcome(end)
+
+        def end_at(s: float) -> float:
+            return float(comp.solve(np.array([s]))[1][0])
+    else:
+        iters = 0
+        rows = []
+        for s in shocks:
+            r = _general(prep, asset, s, mode, betas)
+            iters += r.iterations
+            rows.append((r.shocked_prices[asset], r.end_prices[asset], r.totals.liquidated_collateral_usd, r.totals.bad_debt_usd))
+        p_hat, end, usd, bad = (np.array(c) for c in zip(*rows))
+
+        def end_at(s: float) -> float:
+            return _general(prep, asset, s, mode, betas).end_prices[asset]
+    curve = pd.DataFrame({"shock": shocks, "shocked_price": p_hat, "end_price": end,
+                          "liquidated_collateral_usd": usd, "bad_debt_usd": bad})
+    p0 = prep.p0[j]
+    cliffs = []
+    excess = (end[:-1] - end[1:]) - (p_hat[:-1] - p_hat[1:])
+    stack = [(float(shocks[i]), float(shocks[i + 1]), float(end[i]), float(end[i + 1]))
+             for i in np.flatnonzero(excess > min_jump * p0)]
+    found = []
+    while stack:
+        lo, hi, e_lo, e_hi = stack.pop()
+        while hi - lo > shock_tol:
+            mid = 0.5 * (lo + hi)
+            e_mid = end_at(mid)
+            left, right = e_lo - e_mid, e_mid - e_hi
+            # follow the larger jump; keep the other half if it also holds a jump
+            if left >= right:
+                if right > min_jump * p0 + (p0 * (hi - mid)):
+                    stack.append((mid, hi, e_mid, e_hi))
+                hi, e_hi = mid, e_mid
+            else:
+                if left > min_jump * p0 + (p0 * (mid - lo)):
+                    stack.append((lo, mid, e_lo, e_mid))
+                lo, e_lo = mid, e_mid
+        if e_lo - e_hi - p0 * (hi - lo) > min_jump * p0:
+            found.append((lo, hi, e_lo, e_hi))
+    for lo, hi, e_lo, e_hi in sorted(found):
+        if comp is not None:
+            u_hi, b_hi = comp.outcome(np.array([e_hi]))
+            protos, attr = _cliff_details_compiled(comp, lo, hi, e_lo, e_hi)
+            usd_hi, bad_hi = float(u_hi[0]), float(b_hi[0])
+        else:
+            r_lo, r_hi = _general(prep, asset, lo, mode, betas), _general(prep, asset, hi, mode, betas)
+            protos, attr = _cliff_details_general(r_lo, r_hi)
+            usd_hi, bad_hi = r_hi.totals.liquidated_collateral_usd, r_hi.totals.bad_debt_usd
+        cliffs.append(Cliff(trigger_shock=hi, trigger_price=float(p0 * (1 - hi)), end_price_before=e_lo, end_price=e_hi,
+                            protocols=protos, liquidated_collateral_usd=usd_hi, bad_debt_usd=bad_hi, attribution=attr))
+    return CurveResult(asset=asset, mode=mode, method="compiled" if comp is not None else "general", curve=curve,
+                       cliffs=tuple(cliffs), converged=True, iterations=int(iters))
+
+
+def _general(prep, asset, s, mode, betas):
+    sv = resolve_shocks(prep, {asset: float(s)}, betas)
+    if mode == "sequential":
+        return run_sequential(prep, sv, 10_000)
+    return run_equilibrium(prep, sv, 10_000, 1e-12)
+
+
+def _cliff_details_general(r_lo, r_hi):
+    key = ["protocol", "market", "account"]
+    before = set(map(tuple, r_lo.liquidations[key].to_numpy().tolist()))
+    liq = r_hi.liquidations.sort_values(["round"], kind="stable")
+    new = liq[[tuple(x) not in before for x in liq[key].to_numpy().tolist()]]
+    order = list(dict.fromkeys(new["protocol"]))
+    attr = []
+    prev = {"shock": 1.0}
+    for rnd, g in liq.groupby("round", sort=True):
+        grown = g.groupby("protocol")["collateral_seized_usd"].sum().to_dict()
+        tot = sum(prev.values())
+        for pr, v in grown.items():
+            for pusher, w in prev.items():
+                attr.append({"pusher": pusher, "pushed": pr, "liquidated_collateral_usd": float(v * w / tot)})
+        prev = grown
+    return tuple(order), tuple(attr)

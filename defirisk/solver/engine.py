@@ -1,0 +1,284 @@
+"""The general cascade engine: shocks, sequential rounds and the equilibrium fixed point, over any
+mix of protocols, assets and venues (docs/model.md has the equations)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from defirisk.errors import ConvergenceError, InputError
+from defirisk.markets.impact import AssetCurve, build_curves
+from defirisk.model import Snapshot
+from defirisk.rules import Events
+from defirisk.solver.books import Book, build_books
+from defirisk.solver.result import LIQUIDATION_COLUMNS, SALE_COLUMNS, CascadeResult, Totals
+
+MODES = ("sequential", "equilibrium")
+BLOCK_TIME_S = 12.0        # one sequential round = one block; oracle lags are counted in these rounds
+MAX_CALLS_PER_PRICE = 200  # equilibrium: repeated liquidation calls on one account at a fixed price
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A snapshot compiled for solving (cacheable across shocks)."""
+
+    snapshot: Snapshot
+    symbols: tuple[str, ...]
+    p0: np.ndarray
+    curves: dict[int, AssetCurve]
+    books: list[Book]
+    lag_rounds: np.ndarray
+
+
+def prepare(snapshot: Snapshot) -> Prepared:
+    if not isinstance(snapshot, Snapshot):
+        raise InputError(f"expected a Snapshot, got {type(snapshot).__name__}")
+    symbols = snapshot.symbols
+    idx = {s: i for i, s in enumerate(symbols)}
+    p0 = np.array([snapshot.assets[s].price_usd for s in symbols])
+    curves = {idx[s]: c for s, c in build_curves(snapshot).items()}
+    lag = np.array([math.ceil(snapshot.assets[s].oracle_lag_s / BLOCK_TIME_S - 1e-9) for s in symbols], dtype=np.int64)
+    return Prepared(snapshot, symbols, p0, curves, build_books(snapshot), lag)
+
+
+def resolve_shocks(prep: Prepared, shocks: Mapping[str, float], betas: Mapping[str, float] | None) -> np.ndarray:
+    """Per-asset shock vector s (price -> p0 * (1 - s)). Betas move other assets by beta * s_driver,
+    where the driver is the single explicitly shocked asset."""
+    if not isinstance(shocks, Mapping) or not shocks:
+        raise InputError("shocks: give at least one ASSET=fraction")
+    idx = {s: i for i, s in enumerate(prep.symbols)}
+    s = np.zeros(len(prep.symbols))
+    for a, v in shocks.items():
+        if a not in idx:
+            raise InputError(f"shock on unknown asset {a!r} (assets: {', '.join(prep.symbols)})")
+        v = float(v)
+        if not math.isfinite(v) or not (0.0 <= v < 1.0):
+            raise InputError(f"shock {a}={v}: must be a fraction in [0, 1)")
+        s[idx[a]] = v
+    if betas:
+        if len(shocks) != 1:
+            raise InputError("betas need exactly one shocked (driver) asset")
+        (driver, sd), = shocks.items()
+        for a, b in betas.items():
+            if a not in idx:
+                raise InputError(f"beta for unknown asset {a!r}")
+            b = float(b)
+            if not math.isfinite(b) or b < 0 or b * float(sd) >= 1.0:
+                raise InputError(f"beta {a}={b}: must be >= 0 with beta * shock < 1")
+            if a != driver:
+                s[idx[a]] = max(s[idx[a]], b * float(sd))
+    return s
+
+
+def betas_from_correlation(corr: Mapping[str, Mapping[str, float]], vols: Mapping[str, float], driver: str) -> dict[str, float]:
+    """Betas to `driver` from a correlation matrix and volatilities: beta_a = rho(a, driver) * vol_a / vol_driver."""
+    if driver not in vols or vols[driver] <= 0:
+        raise InputError(f"volatility of driver {driver!r} missing or not positive")
+    return {a: float(corr[a][driver]) * float(vols[a]) / float(vols[driver]) for a in vols if a != driver}
+
+
+def apply_shock(prep: Prepared, s: np.ndarray) -> tuple[dict[int, tuple], np.ndarray, list[dict]]:
+    """Exogenous sale along each shocked volatile asset's own curve; non-volatile assets jump."""
+    states = {j: c.init_state() for j, c in prep.curves.items()}
+    market = prep.p0.copy()
+    rows = []
+    for j in np.flatnonzero(s > 0):
+        target = prep.p0[j] * (1.0 - s[j])
+        if j in prep.curves:
+            c = prep.curves[j]
+            q = float(c.amount_to_price(states[j], target))
+            if not math.isfinite(q):
+                raise InputError(f"shock on {prep.symbols[j]}: price {target:g} is beyond what its venues can reach")
+            before = float(c.price(states[j]))
+            states[j], parts = c.sell(states[j], q)
+            market[j] = float(c.price(states[j]))
+            for v, amt in enumerate(parts):
+                rows.append({"round": 0, "kind": "shock", "asset": prep.symbols[j], "venue": v, "amount": float(amt),
+                             "price_before": before, "price_after": market[j]})
+        else:
+            market[j] = target
+    return states, market, rows
+
+
+def _event_rows(book: Book, ev: Events, rnd, symbols) -> pd.DataFrame:
+    return pd.DataFrame({
+        "round": rnd if np.ndim(rnd) else np.full(len(ev), rnd, dtype=np.int64),
+        "protocol": book.protocol, "market": book.market,
+        "account": book.accounts[ev.account] if len(ev) else np.array([], dtype=object),
+        "collateral_asset": np.asarray(symbols, dtype=object)[ev.coll_asset] if len(ev) else np.array([], dtype=object),
+        "collateral_seized": ev.seized, "collateral_seized_usd": ev.seized_usd, "collateral_sold": ev.sold,
+        "debt_asset": np.asarray(symbols, dtype=object)[ev.debt_asset] if len(ev) else np.array([], dtype=object),
+        "debt_repaid": ev.repaid, "debt_repaid_usd": ev.repaid_usd, "bad_debt_usd": ev.bad_debt_usd,
+    }, columns=list(LIQUIDATION_COLUMNS))
+
+
+def _finish(prep, mode, s, shocked, end, rounds, iterations, liq_parts, sale_rows, assumptions) -> CascadeResult:
+    liq = pd.concat(liq_parts, ignore_index=True) if liq_parts else pd.DataFrame(columns=list(LIQUIDATION_COLUMNS))
+    num = [c for c in LIQUIDATION_COLUMNS if c not in ("protocol", "market", "account", "collateral_asset", "debt_asset")]
+    liq[num] = liq[num].astype(float)
+    liq["round"] = liq["round"].astype(np.int64)
+    for col in ("collateral_seized", "collateral_seized_usd", "debt_repaid", "bad_debt_usd"):
+        if len(liq) and not np.isfinite(liq[col].to_numpy()).all():
+            raise ConvergenceError(f"{mode}: non-finite {col} in the liquidation record (NaN guard)")
+    sales = pd.DataFrame(sale_rows, columns=list(SALE_COLUMNS))
+    by_protocol = {p: Totals.of(g) for p, g in liq.groupby("protocol", sort=True)} if len(liq) else {}
+    sym = prep.symbols
+    if not np.isfinite(end).all():
+        raise ConvergenceError(f"{mode}: non-finite end price")
+    return CascadeResult(
+        mode=mode, initial_prices={a: float(prep.p0[i]) for i, a in enumerate(sym)},
+        shocks={a: float(s[i]) for i, a in enumerate(sym) if s[i] > 0},
+        shocked_prices={a: float(shocked[i]) for i, a in enumerate(sym)},
+        end_prices={a: float(end[i]) for i, a in enumerate(sym)}, rounds=rounds, converged=True,
+        iterations=iterations, totals=Totals.of(liq), by_protocol=by_protocol, liquidations=liq, sales=sales,
+        assumptions=assumptions)
+
+
+def _sell_round(prep, states, market, sold, rnd, kind, rows, base_states=None):
+    """Sell per-asset amounts in alphabetical order (= column order), one routed sale per asset."""
+    for j in range(len(prep.symbols)):
+        if sold[j] <= 0:
+            continue
+        if j not in prep.curves:
+            rows.append({"round": rnd, "kind": kind, "asset": prep.symbols[j], "venue": -1, "amount": float(sold[j]),
+                         "price_before": float(market[j]), "price_after": float(market[j])})
+            continue
+        c = prep.curves[j]
+        st = states[j] if base_states is None else base_states[j]
+        before = float(c.price(st))
+        states[j], parts = c.sell(st, float(sold[j]))
+        market[j] = float(c.price(states[j]))
+        for v, amt in enumerate(parts):
+            rows.append({"round": rnd, "kind": kind, "asset": prep.symbols[j], "venue": v, "amount": float(amt),
+                         "price_before": before, "price_after": market[j]})
+
+
+def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int) -> CascadeResult:
+    states, market, sale_rows = apply_shock(prep, s)
+    shocked = market.copy()
+    k = len(prep.symbols)
+    # market price history at change points: time t (end of round t; t = 0 right after the shock)
+    hist_t, hist_p = [0], [market.copy()]
+
+    def oracle_at(r: int) -> np.ndarray:
+        out = prep.p0.copy()
+        for j in range(k):
+            t = r - 1 - prep.lag_rounds[j]
+            if t >= 0:
+                i = int(np.searchsorted(hist_t, t, side="right")) - 1
+                out[j] = hist_p[i][j]
+        return out
+
+    book_states = [b.state0 for b in prep.books]
+    liq_parts, rounds, r, executed = [], 0, 1, 0
+    while True:
+        executed += 1
+        if executed > max_rounds:
+            raise ConvergenceError(f"sequential: still liquidating after max_rounds={max_rounds} rounds")
+        orc = oracle_at(r)
+        shared: dict = {}
+        sold = np.zeros(k)
+        any_liq = False
+        for bi, b in enumerate(prep.books):
+            step = b.rule.liquidate(book_states[bi], orc, market, shared)
+            if len(step.events):
+                any_liq = True
+                book_states[bi] = step.state
+                np.add.at(sold, step.events.coll_asset, step.events.sold)
+                liq_parts.append(_event_rows(b, step.events, r, prep.symbols))
+        if any_liq:
+            rounds += 1
+            _sell_round(prep, states, market, sold, r, "liquidation", sale_rows)
+            if not np.array_equal(market, hist_p[-1]):
+                hist_t.append(r)
+                hist_p.append(market.copy())
+            r += 1
+            continue
+        # Nothing this round: jump to the next round in which a lagged oracle catches up, if any.
+        nxt = [t + 1 + prep.lag_rounds[j] for t in hist_t for j in range(k) if t + 1 + prep.lag_rounds[j] > r]
+        changes = [rr for rr in sorted(set(nxt)) if not np.array_equal(oracle_at(rr), orc)]
+        if not changes:
+            break
+        r = changes[0]
+    return _finish(prep, "sequential", s, shocked, market, rounds, executed, liq_parts, sale_rows,
+                   {"block_time_s": BLOCK_TIME_S, "lag_rounds": {a: int(prep.lag_rounds[i]) for i, a in enumerate(prep.symbols) if prep.lag_rounds[i]}})
+
+
+def settle_at(prep: Prepared, prices: np.ndarray) -> tuple[np.ndarray, list[tuple[Book, Events]]]:
+    """S(p): liquidate every position liquidatable at the fixed price vector p, by its protocol's own
+    rule, call after call until none is liquidatable (or its collateral is gone)."""
+    sold = np.zeros(len(prep.symbols))
+    out = []
+    for b in prep.books:
+        st = b.state0
+        evs = []
+        for _ in range(MAX_CALLS_PER_PRICE):
+            step = b.rule.liquidate(st, prices, prices, {})
+            if not len(step.events):
+                break
+            st = step.state
+            evs.append(step.events)
+        else:
+            raise ConvergenceError(f"equilibrium: {b.protocol}/{b.market} still liquidatable after {MAX_CALLS_PER_PRICE} calls at one price")
+        ev = Events.concat(evs)
+        np.add.at(sold, ev.coll_asset, ev.sold)
+        out.append((b, ev))
+    return sold, out
+
+
+def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> CascadeResult:
+    states0, p_hat, sale_rows = apply_shock(prep, s)
+    p = p_hat.copy()
+    first_seen: dict[tuple[int, str], int] = {}
+    it = 0
+    while True:
+        it += 1
+        if it > max_rounds:
+            raise ConvergenceError(f"equilibrium: no fixed point within max_rounds={max_rounds} iterations (tol={tol})")
+        sold, evs = settle_at(prep, p)
+        for bi, (b, ev) in enumerate(evs):
+            for a in np.unique(ev.account):
+                first_seen.setdefault((bi, int(a)), it)
+        p_new = p_hat.copy()
+        for j, c in prep.curves.items():
+            if sold[j] > 0:
+                st, _ = c.sell(states0[j], sold[j])
+                p_new[j] = float(c.price(st))
+        if np.isnan(p_new).any():
+            raise ConvergenceError("equilibrium: NaN price")
+        p_new = np.minimum(p, p_new)  # monotone from above: never step back up
+        done = np.all(np.abs(p_new - p) <= tol * p)
+        p = p_new
+        if done:
+            break
+    sold, evs = settle_at(prep, p)
+    liq_parts = []
+    for bi, (b, ev) in enumerate(evs):
+        if len(ev):
+            rnd = np.array([first_seen.get((bi, int(a)), it) for a in ev.account], dtype=np.int64)
+            liq_parts.append(_event_rows(b, ev, rnd, prep.symbols))
+    end = p_hat.copy()
+    states = dict(states0)
+    _sell_round(prep, states, end, sold, 1, "liquidation", sale_rows, base_states=states0)
+    return _finish(prep, "equilibrium", s, p_hat, p, it, it, liq_parts, sale_rows,
+                   {"tol": tol, "round_meaning": "iteration of the monotone sequence at which the account was first liquidated"})
+
+
+def solve(snapshot: Snapshot, shocks: Mapping[str, float], mode: str = "sequential", *, betas: Mapping[str, float] | None = None,
+          max_rounds: int = 10_000, tol: float = 1e-12, prepared: Prepared | None = None) -> CascadeResult:
+    """Cascade after `shocks` ({asset: fraction}); see docs/model.md. Raises InputError on bad input and
+    ConvergenceError when `max_rounds` is exhausted (never returns an unconverged result)."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not (isinstance(max_rounds, int) and max_rounds > 0):
+        raise InputError("max_rounds must be a positive integer")
+    if not (math.isfinite(tol) and 0 < tol < 1):
+        raise InputError("tol must be in (0, 1)")
+    prep = prepared or prepare(snapshot)
+    s = resolve_shocks(prep, shocks, betas)
+    if mode == "sequential":
+        return run_sequential(prep, s, max_rounds)
+    return run_equilibrium(prep, s, max_rounds, tol)

@@ -1,0 +1,117 @@
+"""Result objects of the solver (scipy-like: they say whether and how they converged)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+LIQUIDATION_COLUMNS = ("round", "protocol", "market", "account", "collateral_asset", "collateral_seized",
+                       "collateral_seized_usd", "collateral_sold", "debt_asset", "debt_repaid", "debt_repaid_usd",
+                       "bad_debt_usd")
+SALE_COLUMNS = ("round", "kind", "asset", "venue", "amount", "price_before", "price_after")
+
+
+def _json_number(x: Any) -> Any:
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
+
+
+def frame_records(df: pd.DataFrame) -> list[dict]:
+    return [{k: _json_number(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+
+
+@dataclass(frozen=True)
+class Totals:
+    liquidated_collateral_usd: float = 0.0
+    debt_repaid_usd: float = 0.0
+    bad_debt_usd: float = 0.0
+    accounts_liquidated: int = 0
+
+    @staticmethod
+    def of(liq: pd.DataFrame) -> "Totals":
+        if len(liq) == 0:
+            return Totals()
+        return Totals(float(liq["collateral_seized_usd"].sum()), float(liq["debt_repaid_usd"].sum()),
+                      float(liq["bad_debt_usd"].sum()), int(liq[["market", "account"]].drop_duplicates().shape[0]))
+
+    def to_dict(self) -> dict:
+        return {"liquidated_collateral_usd": self.liquidated_collateral_usd, "debt_repaid_usd": self.debt_repaid_usd,
+                "bad_debt_usd": self.bad_debt_usd, "accounts_liquidated": self.accounts_liquidated}
+
+
+@dataclass(frozen=True, eq=False)
+class CascadeResult:
+    """Outcome of one cascade. Prices in USD; `liquidations` one row per (account, seized collateral)
+    per liquidation call; `sales` one row per asset x venue x round (kind "shock" = the exogenous sale)."""
+
+    mode: str
+    initial_prices: Mapping[str, float]
+    shocks: Mapping[str, float]
+    shocked_prices: Mapping[str, float]
+    end_prices: Mapping[str, float]
+    rounds: int
+    converged: bool
+    iterations: int
+    totals: Totals
+    by_protocol: Mapping[str, Totals]
+    liquidations: pd.DataFrame
+    sales: pd.DataFrame
+    assumptions: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "shocks": dict(self.shocks),
+            "initial_prices": dict(self.initial_prices),
+            "shocked_prices": dict(self.shocked_prices),
+            "end_prices": dict(self.end_prices),
+            "rounds": self.rounds,
+            "converged": self.converged,
+            "iterations": self.iterations,
+            "totals": self.totals.to_dict(),
+            "by_protocol": {p: t.to_dict() for p, t in self.by_protocol.items()},
+            "liquidations": frame_records(self.liquidations),
+            "sales": frame_records(self.sales),
+            "assumptions": dict(self.assumptions),
+        }
+
+
+@dataclass(frozen=True)
+class Cliff:
+    trigger_shock: float
+    trigger_price: float
+    end_price_before: float
+    end_price: float
+    protocols: tuple[str, ...]
+    liquidated_collateral_usd: float
+    bad_debt_usd: float
+    attribution: tuple[Mapping[str, Any], ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"trigger_shock": self.trigger_shock, "trigger_price": self.trigger_price,
+                "end_price_before": self.end_price_before, "end_price": self.end_price,
+                "protocols": list(self.protocols), "liquidated_collateral_usd": self.liquidated_collateral_usd,
+                "bad_debt_usd": self.bad_debt_usd, "attribution": [dict(a) for a in self.attribution]}
+
+
+@dataclass(frozen=True, eq=False)
+class CurveResult:
+    asset: str
+    mode: str
+    method: str  # "compiled" (sorted breakpoints, all shocks at once) or "general" (one solve per shock)
+    curve: pd.DataFrame
+    cliffs: tuple[Cliff, ...]
+    converged: bool
+    iterations: int
+
+    def to_dict(self) -> dict:
+        return {"asset": self.asset, "mode": self.mode, "method": self.method, "converged": self.converged,
+                "iterations": self.iterations, "curve": frame_records(self.curve),
+                "cliffs": [c.to_dict() for c in self.cliffs]}

@@ -1,0 +1,173 @@
+"""Synthetic cases with answers derived by hand (ids + tolerances, in the spirit of scipy _tstutils).
+
+Each case states its derivation; the expected numbers are computed from the closed forms in the
+case, never from the solver."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from defirisk.rules.morpho_blue import incentive_factor
+from defirisk.solver import solve
+
+from .helpers import make_snapshot
+
+AAVE_ASSETS = {"USDC": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.04, "liquidation_protocol_fee": 0.0},
+               "WETH": {"liquidation_threshold": 0.8, "liquidation_bonus": 1.05, "liquidation_protocol_fee": 0.1}}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    build: Callable
+    shocks: dict
+    mode: str
+    expected: dict  # key -> value; keys: end:<asset>, bad, repaid, rounds, liquidated_usd
+    rtol: float = 1e-9
+
+
+# --- case 1: fee-free constant product, one Morpho position, oracle follows the pool ------------------
+B, Q = 1000.0, 1_000_000.0   # WETH/USDC pool at 1000
+LIF_08 = incentive_factor(0.8)  # 1/(1-0.3*0.2) = 1/0.94
+K = B * Q
+B1 = math.sqrt(K / 900.0)    # base reserve after the 10% shock sale: (Q*B)/B1^2 = 900
+
+
+def cp_morpho():
+    return make_snapshot({"USDC": 1.0, "WETH": 1000.0},
+                         [("morpho-blue", "m", "a", "WETH", "collateral", 100.0), ("morpho-blue", "m", "a", "USDC", "debt", 76_000.0)],
+                         [("morpho-blue", "m", {"lltv": 0.8, "collateral": "WETH", "loan": "USDC"}, {})],
+                         {"WETH": {"kind": "constant_product", "base_reserve": B, "quote_reserve": Q, "fee": 0.0}})
+
+
+# sequential: liquidated once at 900 (trigger 76000/80 = 950): seizes 76000*LIF/900 < 100 and sells it
+SEQ_END = K / (B1 + 76_000.0 * LIF_08 / 900.0) ** 2
+# equilibrium: at any price below 76000*LIF/100 = 808.5 all 100 WETH go; the fixed point is there
+EQ_END = K / (B1 + 100.0) ** 2
+
+
+# --- case 2: linear impact, Compound positions with evenly spaced trigger prices -------------------
+def linear_compound(n=50, spacing=1.0, lam=0.5):
+    pos, p0 = [], 100.0
+    for i in range(1, n + 1):
+        t = p0 - i * spacing   # trigger: D/(C*LCF) with C = 1
+        pos += [("compound-v3", "c", f"a{i:03d}", "WETH", "collateral", 1.0), ("compound-v3", "c", f"a{i:03d}", "USDC", "debt", t * 0.8)]
+    return make_snapshot({"USDC": 1.0, "WETH": p0}, pos,
+                         [("compound-v3", "c", {"base": "USDC"}, {"WETH": {"liquidate_collateral_factor": 0.8, "liquidation_factor": 0.9}})],
+                         {"WETH": {"kind": "linear", "lambda": lam}})
+
+
+def linear_answer(shock, n=50, spacing=1.0, lam=0.5, p0=100.0):
+    """Greatest fixed point: m liquidations drop the price by lam*m; it stops at the first m with
+    p_hat - lam*m >= t_{m+1} (the next position's trigger; liquidatable iff p < t)."""
+    p_hat = p0 * (1 - shock)
+    for m in range(0, n + 1):
+        nxt = p0 - (m + 1) * spacing if m < n else -np.inf
+        if p_hat - lam * m >= nxt:
+            return p_hat - lam * m, m
+    raise AssertionError
+
+
+# --- case 3: underwater Aave position, no venue: bad debt = B - C/(1+bonus) ------------------------
+def aave_single(coll, debt, version="3.0"):
+    return make_snapshot({"USDC": 1.0, "WETH": 2000.0},
+                         [("aave-v3", "main", "u", "WETH", "collateral", coll), ("aave-v3", "main", "u", "USDC", "debt", debt)],
+                         [("aave-v3", "main", {"version": version}, AAVE_ASSETS)])
+
+
+# --- case 5: Maker hole and dust (healthy at 10000, shocked 90% to 1000) --------------------------------------------------------------------
+def maker_two_urns(lag=0):
+    return make_snapshot({"DAI": 1.0, "WETH": 10_000.0},
+                         [("maker", "ETH-A", "u1", "WETH", "collateral", 10.0), ("maker", "ETH-A", "u1", "DAI", "debt", 40_000.0),
+                          ("maker", "ETH-A", "u2", "WETH", "collateral", 20.0), ("maker", "ETH-A", "u2", "DAI", "debt", 30_000.0)],
+                         [("maker", "ETH-A", {"collateral": "WETH", "debt": "DAI", "liquidation_ratio": 1.5, "chop": 1.13,
+                                              "dust": 5000.0, "hole": 50_000.0}, {})], lags={"WETH": lag})
+
+
+# --- case 7: Liquity stability pool offset and redistribution --------------------------------------
+def liquity_three():
+    return make_snapshot({"LUSD": 1.0, "WETH": 2000.0},
+                         [("liquity", "l", "A", "WETH", "collateral", 1.0), ("liquity", "l", "A", "LUSD", "debt", 1000.0),
+                          ("liquity", "l", "B", "WETH", "collateral", 10.0), ("liquity", "l", "B", "LUSD", "debt", 5000.0),
+                          ("liquity", "l", "C", "WETH", "collateral", 10.0), ("liquity", "l", "C", "LUSD", "debt", 4000.0)],
+                         [("liquity", "l", {"collateral": "WETH", "debt": "LUSD", "stability_pool": 600.0}, {})])
+
+
+def compound_one():
+    return make_snapshot({"USDC": 1.0, "WETH": 2000.0},
+                         [("compound-v3", "c", "a", "WETH", "collateral", 1.0), ("compound-v3", "c", "a", "USDC", "debt", 1000.0)],
+                         [("compound-v3", "c", {"base": "USDC"}, {"WETH": {"liquidate_collateral_factor": 0.85, "liquidation_factor": 0.9}})])
+
+
+CASES = [
+    Case("cp-nofee-morpho-seq", cp_morpho, {"WETH": 0.1}, "sequential", {"end:WETH": SEQ_END, "rounds": 1, "repaid": 76_000.0}),
+    Case("cp-nofee-morpho-eq", cp_morpho, {"WETH": 0.1}, "equilibrium",
+         {"end:WETH": EQ_END, "bad": 76_000.0 - 100 * EQ_END / LIF_08}, rtol=1e-9),
+    *[Case(f"linear-uniform-{mode[:3]}-{s}", linear_compound, {"WETH": s}, mode, {"end:WETH": linear_answer(s)[0]})
+      for s in (0.015, 0.045, 0.2, 0.6) for mode in ("sequential", "equilibrium")],
+    # 10 WETH at 1000 (50% shock) vs 15000 USDC: HF 0.53 -> 100% close factor; all 10 WETH seized
+    Case("aave-underwater-v30", lambda: aave_single(10.0, 15_000.0), {"WETH": 0.5}, "sequential",
+         {"bad": 15_000.0 - 10_000.0 / 1.05, "repaid": 10_000.0 / 1.05, "liquidated_usd": 10_000.0}),
+    Case("aave-underwater-v33", lambda: aave_single(10.0, 15_000.0, "3.3"), {"WETH": 0.5}, "sequential",
+         {"bad": 15_000.0 - 10_000.0 / 1.05, "repaid": 10_000.0 / 1.05}),
+    # HF at 1900: 10*1900*0.8/15500 = 0.9806 > 0.95 -> 50% of 15500 repaid; one call restores HF > 1
+    Case("aave-close-factor-half", lambda: aave_single(10.0, 15_500.0), {"WETH": 0.05}, "sequential",
+         {"repaid": 7_750.0, "liquidated_usd": 7_750.0 * 1.05, "bad": 0.0, "rounds": 1}),
+    Case("aave-close-factor-half-eq", lambda: aave_single(10.0, 15_500.0), {"WETH": 0.05}, "equilibrium",
+         {"repaid": 7_750.0, "bad": 0.0}),
+    # HF at 1700: 13600/15500 = 0.877 <= 0.95 -> 100%: seize 15500*1.05/1700 = 9.57 < 10 WETH
+    Case("aave-close-factor-full", lambda: aave_single(10.0, 15_500.0), {"WETH": 0.15}, "sequential",
+         {"repaid": 15_500.0, "liquidated_usd": 15_500.0 * 1.05, "bad": 0.0}),
+    # u1 first (lowest ratio): dart 40000 (< hole/chop), tab 45200, room left 4800 < dust -> u2 next round;
+    # keepers pay 1000/WETH: u1 raises 10000 (bad 30000), u2 raises 20000 of its 30000 debt (bad 10000)
+    Case("maker-hole-dust", maker_two_urns, {"WETH": 0.9}, "sequential", {"rounds": 2, "bad": 40_000.0, "repaid": 30_000.0}),
+    # OSM one hour late: 3600 s / 12 s = 300 blocks of lag -> the first bark happens in round 301
+    Case("maker-osm-lag", lambda: maker_two_urns(3600), {"WETH": 0.9}, "sequential", {"first_round": 301, "bad": 40_000.0}),
+    # A (ICR 1.0) liquidated; 0.5% gas comp; 600 offset by the pool, 400 LUSD + 0.398 WETH redistributed
+    Case("liquity-offset-redistribute", liquity_three, {"WETH": 0.5}, "sequential",
+         {"repaid": 600.0, "bad": 400.0 - 0.995 * 0.4 * 1000.0, "sold:WETH": 0.995 * 0.6 + 0.005, "accounts": 1}),
+    # absorb: credit 1000*0.9 = 900 against 1000 debt -> 100 absorbed by reserves
+    Case("compound-absorb-shortfall", compound_one, {"WETH": 0.5}, "sequential", {"repaid": 900.0, "bad": 100.0, "liquidated_usd": 1000.0}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_case(case: Case):
+    r = solve(case.build(), case.shocks, case.mode)
+    got = {}
+    for key in case.expected:
+        if key.startswith("end:"):
+            got[key] = r.end_prices[key[4:]]
+        elif key.startswith("sold:"):
+            got[key] = float(r.liquidations.loc[r.liquidations.collateral_asset == key[5:], "collateral_sold"].sum())
+        elif key == "bad":
+            got[key] = r.totals.bad_debt_usd
+        elif key == "repaid":
+            got[key] = r.totals.debt_repaid_usd
+        elif key == "liquidated_usd":
+            got[key] = r.totals.liquidated_collateral_usd
+        elif key == "rounds":
+            got[key] = r.rounds
+        elif key == "accounts":
+            got[key] = r.totals.accounts_liquidated
+        elif key == "first_round":
+            got[key] = int(r.liquidations["round"].min())
+    for key, want in case.expected.items():
+        assert_allclose(got[key], want, rtol=case.rtol, atol=1e-6, err_msg=f"{case.id}: {key}")
+
+
+def test_liquity_redistribution_state():
+    """After the first round B and C carry the redistributed debt and collateral pro rata to collateral."""
+    r = solve(liquity_three(), {"WETH": 0.5}, "sequential")
+    assert list(r.liquidations.account) == ["A"]
+    assert r.rounds == 1
+
+
+def test_linear_case_counts():
+    r = solve(linear_compound(), {"WETH": 0.045}, "equilibrium")
+    assert r.totals.accounts_liquidated == linear_answer(0.045)[1] == 7
