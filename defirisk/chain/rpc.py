@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from urllib.parse import urlsplit
+
 import requests
 
 from defirisk.errors import ChainError, InputError
@@ -101,6 +103,17 @@ class RpcClient:
         self.requests_sent = 0  # HTTP requests, for benchmarks
         self._chain_id: int | None = None
 
+    def _scrub(self, text: str) -> str:
+        """Remove the URL and its path/query (where keys live) from a library's message: requests
+        quotes only the path in connection errors, so scrubbing the full URL is not enough."""
+        out = scrub(text, self._url)
+        parts = urlsplit(self._url)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        if len(tail) > 1:
+            red = urlsplit(self.display_url)
+            out = out.replace(tail, red.path + (f"?{red.query}" if red.query else ""))
+        return out
+
     # -- transport -------------------------------------------------------------------------
     def _post(self, payload: Any, what: str) -> Any:
         delay = self.backoff_s
@@ -116,7 +129,7 @@ class RpcClient:
                 last_problem = f"timed out after {self.timeout_s:g} s"
                 continue
             except requests.ConnectionError as exc:
-                last_problem = "connection failed: " + scrub(str(exc), self._url)
+                last_problem = "connection failed: " + self._scrub(str(exc))
                 continue
             if resp.status_code in _RETRY_STATUS:
                 last_problem = f"HTTP {resp.status_code}"
@@ -125,12 +138,12 @@ class RpcClient:
                 raise ChainError(f"{what} to {self.display_url}: request body too large (HTTP 413)")
             if resp.status_code >= 400:
                 raise ChainError(f"{what} to {self.display_url}: HTTP {resp.status_code}: "
-                                 f"{scrub(resp.text[:200], self._url)}")
+                                 f"{self._scrub(resp.text[:200])}")
             try:
                 body = resp.json()
             except ValueError:
                 raise ChainError(f"{what} to {self.display_url}: answer is not JSON: "
-                                 f"{scrub(resp.text[:200], self._url)!r}") from None
+                                 f"{self._scrub(resp.text[:200])!r}") from None
             # Whole-request rate limits come back as a single error object even for batches.
             if isinstance(body, dict) and "error" in body and _is_retryable_rpc_error(body["error"]):
                 last_problem = str(body["error"].get("message"))
@@ -150,7 +163,7 @@ class RpcClient:
             raise ChainError(f"{method} to {self.display_url}: malformed answer {str(body)[:200]!r}")
         if "error" in body and body["error"] is not None:
             err = body["error"]
-            msg = scrub(str(err.get("message", err)), self._url)
+            msg = self._scrub(str(err.get("message", err)))
             raise RpcError(f"{method} on {self.display_url}: {msg}", method=method,
                            code=err.get("code"), data=err.get("data"))
         if "result" not in body:

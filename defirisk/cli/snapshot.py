@@ -70,6 +70,9 @@ def snapshot_cmd(
     except DefiriskError as exc:
         typer.echo(f"error: {scrub(str(exc), rpc_url)}", err=True)
         raise typer.Exit(2)
+    except Exception as exc:  # a library bug must still not print the raw URL
+        typer.echo(f"error: unexpected {type(exc).__name__}: {scrub(str(exc), rpc_url)}", err=True)
+        raise typer.Exit(2)
     summary = {"out": str(run.path), "block_number": run.block.number, "block_hash": run.block.hash,
                "accounts": run.accounts, "positions": len(run.snapshot.positions),
                "assets": len(run.snapshot.assets), "markets": len(run.snapshot.markets),

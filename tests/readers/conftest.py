@@ -69,3 +69,36 @@ def dn(small_devnet):
         yield small_devnet
     finally:
         small_devnet.anvil.revert(snap)
+
+
+@pytest.fixture
+def path_proxy(small_devnet):
+    """A forwarder that accepts any URL path (like a hosted node whose key sits in the path) and
+    relays JSON-RPC to the devnet's anvil, which only serves '/'."""
+    import http.server
+    import threading
+
+    import requests
+
+    upstream = small_devnet.rpc_url
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            resp = requests.post(upstream, data=body, headers={"Content-Type": "application/json"})
+            self.send_response(resp.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(resp.content)))
+            self.end_headers()
+            self.wfile.write(resp.content)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
