@@ -65,10 +65,30 @@ class RawCall:
 
 # -- pure encoding / decoding ------------------------------------------------------------------
 
+_W32 = 32
+
+
 def encode_aggregate3(calls: Sequence[RawCall]) -> bytes:
-    """Calldata for aggregate3((address,bool,bytes)[])."""
-    return AGGREGATE3_SELECTOR + eth_abi.encode(
-        ["(address,bool,bytes)[]"], [[(c.target, c.allow_failure, c.data) for c in calls]])
+    """Calldata for aggregate3((address,bool,bytes)[]), laid out word by word.
+
+    Byte-identical to eth_abi.encode (tested); written out because eth_abi spends ~170 us per call
+    here, which alone would cap a snapshot at a few thousand reads per second.
+    """
+    n = len(calls)
+    heads = []
+    bodies = []
+    offset = _W32 * n  # tuple offsets are relative to the start of the offsets block
+    for c in calls:
+        heads.append(offset.to_bytes(_W32, "big"))
+        data = c.data
+        pad = -len(data) % _W32
+        body = b"".join((bytes(12), bytes.fromhex(c.target[2:]), (1 if c.allow_failure else 0).to_bytes(_W32, "big"),
+                         (3 * _W32).to_bytes(_W32, "big"), len(data).to_bytes(_W32, "big"), data, bytes(pad)))
+        if len(c.target) != 42:
+            raise ValueError(f"bad call target {c.target!r}")
+        bodies.append(body)
+        offset += len(body)
+    return b"".join((AGGREGATE3_SELECTOR, _W32.to_bytes(_W32, "big"), n.to_bytes(_W32, "big"), *heads, *bodies))
 
 
 def decode_aggregate3(data: bytes, n_expected: int | None = None) -> list[tuple[bool, bytes]]:

@@ -23,6 +23,13 @@ def test_aggregate3_encoding_matches_eth_abi_and_roundtrips():
     calls = [RawCall("0x" + "11" * 20, b"\x01\x02\x03", True), RawCall("0x" + "22" * 20, b"", False)]
     data = encode_aggregate3(calls)
     assert data[:4].hex() == "82ad56cb"
+    assert data[4:] == eth_abi.encode(["(address,bool,bytes)[]"], [[(c.target, c.allow_failure, c.data) for c in calls]])
+    assert encode_aggregate3([]) == data[:4] + eth_abi.encode(["(address,bool,bytes)[]"], [[]])
+    fn = interface("MorphoBlue").fn("position")
+    args = (b"\x07" * 32, "0x" + "ab" * 20)
+    assert fn.encode(*args) == fn.selector + eth_abi.encode(["bytes32", "address"], list(args))
+    with pytest.raises(Exception):
+        fn.encode(b"\x01" * 33, "0x" + "ab" * 20)  # falls back to eth_abi, which rejects it
     assert interface("Multicall3").fn("aggregate3").selector.hex() == "82ad56cb"
     results = [(True, b"\xaa" * 33), (False, b""), (True, (7).to_bytes(32, "big"))]
     encoded = eth_abi.encode(["(bool,bytes)[]"], [results])
