@@ -33,6 +33,9 @@ from defirisk.model import Asset, Venue
 Q96 = 2.0 ** 96
 MIN_TICK, MAX_TICK = -887272, 887272
 _BISECT_STEPS = 200  # relative-price bisection for routed sales; 2^-200 is far below float eps
+# A market never quotes zero: relative prices stop at MIN_REL (keeps seized = debt/price finite when a
+# linear or sqrt law would reach zero); reaching below it needs an infinite sale.
+MIN_REL = 1e-9
 
 
 def _num(params: Mapping[str, Any], key: str, where: str, *, positive: bool = False, lo: float | None = None,
@@ -265,7 +268,7 @@ class AssetCurve:
         out = self.venues[0].rel(state[0])
         for v, s in zip(self.venues[1:], state[1:]):
             out = np.maximum(out, v.rel(s))
-        return out
+        return np.maximum(out, MIN_REL)
 
     def price(self, state: tuple) -> np.ndarray:
         return self.p0 * self.rel(state)
@@ -273,6 +276,7 @@ class AssetCurve:
     def amount_to_price(self, state: tuple, price) -> np.ndarray:
         """Tokens to sell (routed over all venues) for the market price to fall to `price` USD."""
         r = np.asarray(price, dtype=float) / self.p0
+        r = np.where(r < MIN_REL * (1 + 1e-9), 0.0, r)  # at or below the floor: infinite sale
         total = 0.0
         for v, s in zip(self.venues, state):
             total = total + v.amount_to_rel(s, r)
@@ -287,7 +291,7 @@ class AssetCurve:
             return (self.venues[0].sell(state[0], x),), [x]
         # Bisection on the common relative price r: sum_v amount_v(r) is non-increasing in r.
         hi = self.rel(state) * np.ones_like(x)
-        lo = np.zeros_like(hi)
+        lo = np.full_like(hi, MIN_REL)
         for _ in range(_BISECT_STEPS):
             mid = 0.5 * (lo + hi)
             need = sum(v.amount_to_rel(s, mid) for v, s in zip(self.venues, state))
