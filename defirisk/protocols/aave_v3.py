@@ -373,6 +373,7 @@ def market_params(market: AaveMarket) -> tuple[dict[str, Any], dict[str, dict[st
         entry: dict[str, Any] = {
             "ltv": c.ltv_bps / 1e4, "liquidation_threshold": c.liquidation_threshold_bps / 1e4,
             "liquidation_bonus": c.liquidation_bonus_bps / 1e4, "label": c.label,
+            "assets": sorted(by_id[i].symbol for i in c.collateral_ids if i in by_id),
             "collateral_assets": sorted(by_id[i].symbol for i in c.collateral_ids if i in by_id),
             "borrowable_assets": sorted(by_id[i].symbol for i in c.borrowable_ids if i in by_id)}
         if c.id in market.emode_price:
@@ -386,7 +387,9 @@ def market_params(market: AaveMarket) -> tuple[dict[str, Any], dict[str, dict[st
         c = r.config
         assets[r.symbol] = {
             "ltv": c.ltv_bps / 1e4, "liquidation_threshold": c.liquidation_threshold_bps / 1e4,
-            "liquidation_bonus": c.liquidation_bonus_bps / 1e4,
+            # Aave stores LB = 0 for reserves that cannot be collateral (LT = 0); no bonus is ever
+            # paid there, and 1.0 ("no bonus") keeps the field in its documented range.
+            "liquidation_bonus": c.liquidation_bonus_bps / 1e4 if c.liquidation_bonus_bps else 1.0,
             "liquidation_protocol_fee": c.liquidation_protocol_fee_bps / 1e4,
             "emode_category": c.emode_category, "active": c.active, "frozen": c.frozen,
             "paused": c.paused, "borrowing_enabled": c.borrowing_enabled,

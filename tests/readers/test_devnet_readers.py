@@ -200,3 +200,40 @@ def test_fork_of_devnet_gives_the_same_snapshot(dn, tmp_path):
     assert a.equals(b)
     assert (tmp_path / "origin" / "markets.json").read_text() == (tmp_path / "fork" / "markets.json").read_text()
     assert (tmp_path / "origin" / "venues.json").read_text() == (tmp_path / "fork" / "venues.json").read_text()
+
+
+def test_solver_health_factors_on_written_snapshot_match_chain(dn, tmp_path):
+    """Hand-off check: the written snapshot, loaded back and fed to the solver's health_factors(),
+    reproduces the chain's health factors (Aave: getUserAccountData; Morpho: the chain's formula)."""
+    from defirisk.snapshot import load_snapshot
+    from defirisk.solver import health_factors
+
+    _advance(dn.anvil, 10 * DAY)
+    run = take_snapshot(dn.rpc_url, book=dn.book, out=tmp_path / "s", cache=False)
+    hf = health_factors(load_snapshot(tmp_path / "s"))
+    client = RpcClient(dn.rpc_url)
+    aave = hf[hf.protocol == "aave-v3"]
+    pool = dn.book["aave_v3"]["pool"]
+    chain = Multicaller(client, run.block).run([Call(pool, POOL.fn("getUserAccountData"), (a,)) for a in aave.account])
+    for (_, row), (_tc, _td, _av, lt_bps, _ltv, onchain) in zip(aave.iterrows(), chain):
+        # The solver's HF is the exact weighted sum; Aave truncates the average LT to whole bps.
+        assert row.health_factor == pytest.approx(onchain / 1e18, rel=1.0 / lt_bps)
+    assert len(aave) == dn.info.aave_positions
+    morpho = hf[hf.protocol == "morpho-blue"]
+    assert len(morpho) == dn.info.morpho_positions and (morpho.health_factor > 1).all()
+    # Morpho's own formula on raw chain integers: collateral * price / 1e36 * lltv / borrowed.
+    ref = run.block
+    mc = Multicaller(client, ref)
+    b = load_book(dn.book)
+    morpho_addr = b.morpho_blue.morpho
+    markets = morpho_blue.read_markets(client, mc, morpho_addr,
+                                       morpho_blue.discover_markets(client, ref, morpho_addr, 0), ref)
+    by_id = {m.id: m for m in markets}
+    pos = morpho_blue.read_positions(mc, morpho_addr, markets,
+                                     morpho_blue.discover_borrowers(client, ref, morpho_addr, 0))
+    names = {m.params["id"]: m.market for m in run.snapshot.markets if m.protocol == "morpho-blue"}
+    solver_hf = {(r.market, r.account): r.health_factor for r in morpho.itertuples()}
+    for p in pos:
+        m = by_id[p.market_id]
+        exact = p.collateral * m.oracle_price / 1e36 * m.lltv / 1e18 / p.borrowed
+        assert solver_hf[(names[p.market_id], p.account)] == pytest.approx(exact, rel=1e-9)
