@@ -69,13 +69,15 @@ def _upstream(rpc_url: str | None, scenario: str | Path | None, book: Any) -> It
 
 def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: int | None = None,
              scenario: str | Path | None = None, book: Any = None, mode: str = "auto",
-             tolerances: Tolerances | None = None, max_rounds: int = DEFAULT_MAX_ROUNDS) -> ValidationReport:
+             protocols: str | None = None, tolerances: Tolerances | None = None,
+             max_rounds: int = DEFAULT_MAX_ROUNDS) -> ValidationReport:
     """Run one validation and return the side-by-side report (it never writes to the upstream).
 
     shocks: {asset: fraction}; rpc_url None = the devnet of `scenario` (default scenario if None);
     block: fork block (default: the devnet's built block / the upstream's latest); book: address
     book (name, file or mapping; default: the devnet's, or "mainnet" for chain id 1);
-    mode: "devnet" (feed setters, minting), "real" (oracle code replacement, balance slots) or "auto".
+    mode: "devnet" (feed setters, minting), "real" (oracle code replacement, balance slots) or "auto";
+    protocols: "aave-v3,morpho-blue" or a subset (default: every protocol with a reader).
     """
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -94,7 +96,7 @@ def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: 
                 the_book = load_book("mainnet")
             seconds["fork"] = time.perf_counter() - t0 - seconds["upstream"]
             t = time.perf_counter()
-            snap = take_snapshot(fork.url, fork.block, book=the_book, cache=False).snapshot
+            snap = take_snapshot(fork.url, fork.block, protocols, book=the_book, cache=False).snapshot
             seconds["snapshot"] = time.perf_counter() - t
             t = time.perf_counter()
             predicted = solve(snap, dict(shocks), mode="sequential")

@@ -1,0 +1,69 @@
+"""`defirisk validate`: execute a predicted cascade on an anvil fork and compare (thin wrapper)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from defirisk.cli import app
+from defirisk.errors import ChainError, ConvergenceError, InputError
+from defirisk.redact import scrub
+
+
+def _shocks(items: List[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, val = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"--shock {item!r}: expected ASSET=FRACTION, e.g. WETH=0.25")
+        try:
+            out[name] = float(val)
+        except ValueError:
+            raise InputError(f"--shock {item!r}: {val!r} is not a number") from None
+    if not out:
+        raise InputError("give at least one --shock ASSET=FRACTION, e.g. --shock WETH=0.25")
+    return out
+
+
+@app.command("validate")
+def validate_cmd(
+    shock: List[str] = typer.Option([], "--shock", help="ASSET=FRACTION price shock, repeatable (WETH=0.25 = -25%)."),
+    rpc_url: Optional[str] = typer.Option(None, "--rpc-url", help="Node to fork (only read, never written). "
+                                          "Default: the devnet of --scenario."),
+    block: Optional[int] = typer.Option(None, "--block", help="Block to fork at (default: latest / the devnet's built block)."),
+    scenario: Optional[Path] = typer.Option(None, "--scenario", help="Devnet scenario file (without --rpc-url)."),
+    book: Optional[str] = typer.Option(None, "--book", help="Address book: a built-in name (mainnet) or a JSON file."),
+    protocols: Optional[str] = typer.Option(None, "--protocols", help="Limit to protocols, e.g. aave-v3,morpho-blue."),
+    mode: str = typer.Option("auto", "--mode", help="auto | devnet (feed setters, minting) | real (oracle code "
+                             "replacement, token balance slots)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Fork the chain, predict the cascade (sequential), execute it on the fork with the protocols' own
+    code, and compare side by side. Exit 0 = agree within tolerance, 1 = disagree, 2 = bad input or
+    the chain could not be used.
+
+    Examples:
+
+      defirisk validate --scenario fixtures/scenarios/small.yaml --shock WETH=0.25
+
+      defirisk validate --rpc-url $ETH_RPC_URL --block 21000000 --protocols morpho-blue --shock WETH=0.3 --json
+    """
+    from defirisk.validate.render import render_text
+    from defirisk.validate.run import validate
+
+    try:
+        report = validate(_shocks(shock), rpc_url=rpc_url, block=block, scenario=scenario, book=book, mode=mode,
+                          protocols=protocols)
+    except (InputError, ChainError) as exc:
+        typer.echo(f"error: {scrub(str(exc), rpc_url) if rpc_url else exc}", err=True)
+        raise typer.Exit(2)
+    except ConvergenceError as exc:
+        typer.echo(f"error: did not converge: {exc}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), allow_nan=False, default=str))
+    else:
+        typer.echo(render_text(report))
+    raise typer.Exit(0 if report.agree else 1)
