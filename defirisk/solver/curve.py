@@ -31,31 +31,47 @@ NCOEF = 6  # a, b (sold = a + b/p), c, d (usd = c*p + d), e, f (bad = e + f*p)
 MAX_ITER = 100_000
 
 
-@dataclass(frozen=True, eq=False)
 class PieceTable:
-    """Suffix sums of piece coefficients at sorted break points: S(p) uses points x > p."""
+    """Pieces of all positions: column i is active on [lo_i, hi_i) with coefficients coef[:, i].
 
-    x: np.ndarray       # sorted break points (m,)
-    suffix: np.ndarray  # (m + 1, NCOEF); suffix[i] = sum of deltas at points i..m-1
+    The fixed-point iteration needs only sold(p) = a + b/p, so only (a, b) get the sorted suffix-sum
+    table (S(p) sums the deltas at break points x > p); the USD outputs at the M end prices are
+    accumulated by bucketing every piece into the sorted prices (O(n log M), no second big sort)."""
 
-    @staticmethod
-    def build(lo: np.ndarray, hi: np.ndarray, coef: np.ndarray) -> "PieceTable":
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, coef: np.ndarray):
         keep = hi > lo
-        lo, hi, coef = lo[keep], hi[keep], coef[keep]
-        x = np.concatenate([hi, lo])
-        d = np.concatenate([coef, -coef])
-        order = np.argsort(x, kind="stable")
-        x, d = x[order], d[order]
-        suffix = np.zeros((len(x) + 1, NCOEF))
-        suffix[:-1] = np.cumsum(d[::-1], axis=0)[::-1]
-        return PieceTable(x, suffix)
+        if not keep.all():
+            lo, hi, coef = lo[keep], hi[keep], coef[:, keep]
+        self.lo, self.hi, self.coef = lo, hi, coef
+        starts = lo > 0  # a piece starting at price 0 never switches off for p > 0: no end point needed
+        x = np.concatenate([hi, lo[starts]])
+        order = np.argsort(x)
+        self.x = x[order]
+        self.suffix = np.empty((2, len(x) + 1))
+        for i in range(2):
+            row = np.concatenate([coef[i], -coef[i, starts]])[order]
+            self.suffix[i, 0] = row.sum()
+            np.subtract(self.suffix[i, 0], np.cumsum(row), out=self.suffix[i, 1:])
 
-    def coef_at(self, p: np.ndarray) -> np.ndarray:
-        return self.suffix[np.searchsorted(self.x, p, side="right")]
+    def sold(self, p: np.ndarray) -> np.ndarray:
+        c = self.suffix[:, np.searchsorted(self.x, p, side="right")]
+        return c[0] + c[1] / p
 
-    def eval(self, p: np.ndarray):
-        c = self.coef_at(p)
-        return c[..., 0] + c[..., 1] / p, c[..., 2] * p + c[..., 3], c[..., 4] + c[..., 5] * p
+    def values(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(liquidated collateral USD, bad debt USD) at each price in p."""
+        p = np.asarray(p, dtype=float)
+        ps = np.unique(p)
+        m = len(ps)
+        # piece active for the sorted prices with index in [first p >= lo, first p >= hi)
+        i0 = np.searchsorted(ps, self.lo, side="left")
+        i1 = np.searchsorted(ps, self.hi, side="left")
+        acc = np.empty((4, m))
+        for k in range(4):
+            w = self.coef[2 + k]
+            acc[k] = np.cumsum(np.bincount(i0, w, minlength=m + 1) - np.bincount(i1, w, minlength=m + 1))[:m]
+        at = np.searchsorted(ps, p)
+        c = acc[:, at]
+        return c[0] * p + c[1], c[2] + c[3] * p
 
 
 def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
@@ -94,16 +110,17 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
             lltv, lif = rule.lltv, rule.lif
             t = dusd / (Cx * lltv)
             u = dusd * lif / Cx
-            add(proto, zeros, u, np.stack([Cx, zeros, Cx, zeros, dusd, -Cx / lif], 1))
-            add(proto, u, t, np.stack([zeros, dusd * lif, zeros, dusd * lif, zeros, zeros], 1))
+            # [0,u) c1 and [u,t) c2 written as [0,u) c1-c2 plus [0,t) c2: pieces from 0 need one point
+            add(proto, zeros, u, np.stack([Cx, -dusd * lif, Cx, -dusd * lif, dusd, -Cx / lif], 0))
+            add(proto, zeros, t, np.stack([zeros, dusd * lif, zeros, dusd * lif, zeros, zeros], 0))
         elif proto == "compound-v3":
             oc = (others_c[holds] * others_p * np.delete(rule.lcf, j)).sum(axis=1)
             ol = (others_c[holds] * others_p * np.delete(rule.lf, j)).sum(axis=1)
             ov = (others_c[holds] * others_p).sum(axis=1)
             t = (dusd - oc) / (Cx * rule.lcf[j])
             z = np.minimum((dusd - ol) / (Cx * rule.lf[j]), t)
-            add(proto, zeros, t, np.stack([Cx, zeros, Cx, ov, zeros, zeros], 1))
-            add(proto, zeros, np.maximum(z, 0), np.stack([zeros, zeros, zeros, zeros, dusd - ol, -Cx * rule.lf[j]], 1))
+            add(proto, zeros, t, np.stack([Cx, zeros, Cx, ov, zeros, zeros], 0))
+            add(proto, zeros, np.maximum(z, 0), np.stack([zeros, zeros, zeros, zeros, dusd - ol, -Cx * rule.lf[j]], 0))
         elif proto == "maker":
             if rule.c != j:
                 return None
@@ -111,9 +128,9 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
             art = D[holds, rule.d]
             t = art * rule.mat / Cx
             u = np.minimum(dai * rule.chop / Cx, t)
-            add(proto, zeros, u, np.stack([Cx, zeros, Cx, zeros, zeros, zeros], 1))
-            add(proto, u, t, np.stack([zeros, dai * rule.chop, Cx, zeros, zeros, zeros], 1))
-            add(proto, zeros, np.minimum(dai / Cx, t), np.stack([zeros, zeros, zeros, zeros, dai, -Cx], 1))
+            add(proto, zeros, u, np.stack([Cx, -dai * rule.chop, zeros, zeros, zeros, zeros], 0))
+            add(proto, zeros, t, np.stack([zeros, dai * rule.chop, Cx, zeros, zeros, zeros], 0))
+            add(proto, zeros, np.minimum(dai / Cx, t), np.stack([zeros, zeros, zeros, zeros, dai, -Cx], 0))
         elif proto == "aave-v3":
             if rule.version >= (3, 3):
                 return None
@@ -126,8 +143,8 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
             t = dusd / (Cx * lt)
             t95 = CLOSE_FACTOR_HF * t
             u = dusd * lb / Cx
-            add(proto, zeros, u, np.stack([kappa * Cx, zeros, Cx, zeros, dusd, -Cx / lb], 1))
-            add(proto, u, t95, np.stack([zeros, kappa * dusd * lb, zeros, dusd * lb, zeros, zeros], 1))
+            add(proto, zeros, u, np.stack([kappa * Cx, -kappa * dusd * lb, Cx, -dusd * lb, dusd, -Cx / lb], 0))
+            add(proto, zeros, t95, np.stack([zeros, kappa * dusd * lb, zeros, dusd * lb, zeros, zeros], 0))
             # 0.95 < HF < 1: repeated 50% calls at a fixed price; after j calls HF_j = 2^j (HF - LB*LT) + LB*LT
             blt = lb * lt
             for n in range(1, 64):
@@ -137,10 +154,11 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
                     break
                 frac = 1.0 - 0.5 ** n
                 add(proto, h_lo * t, np.maximum(h_hi, h_lo) * t,
-                    np.stack([zeros, kappa * dusd * lb * frac, zeros, dusd * lb * frac, zeros, zeros], 1))
+                    np.stack([zeros, kappa * dusd * lb * frac, zeros, dusd * lb * frac, zeros, zeros], 0))
         else:
             return None
-    return {proto: tuple(np.concatenate(x) for x in zip(*parts)) for proto, parts in out.items()}
+    return {proto: (np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts]),
+                    np.concatenate([q[2] for q in parts], axis=1)) for proto, parts in out.items()}
 
 
 class Compiled:
@@ -150,9 +168,13 @@ class Compiled:
         self.prep, self.j = prep, j
         self.curve = prep.curves[j]
         self.protocols = sorted(pieces)
-        self.tables = {pr: PieceTable.build(*pieces[pr]) for pr in self.protocols}
+        self.tables = {pr: PieceTable(*pieces[pr]) for pr in self.protocols}
         allp = [pieces[pr] for pr in self.protocols]
-        self.total = PieceTable.build(*(np.concatenate(x) for x in zip(*allp))) if allp else None
+        if len(allp) == 1:
+            self.total = self.tables[self.protocols[0]]
+        else:
+            self.total = PieceTable(np.concatenate([q[0] for q in allp]), np.concatenate([q[1] for q in allp]),
+                                          np.concatenate([q[2] for q in allp], axis=1)) if allp else None
 
     def shocked(self, shocks: np.ndarray):
         c = self.curve
@@ -168,7 +190,7 @@ class Compiled:
         if self.total is None:
             return p_hat, p, 0
         for it in range(1, MAX_ITER + 1):
-            sold, _, _ = self.total.eval(p)
+            sold = self.total.sold(p)
             new_st, _ = self.curve.sell(st, np.maximum(sold, 0.0))
             p_new = np.minimum(p, self.curve.price(new_st))
             if np.isnan(p_new).any():
@@ -180,8 +202,9 @@ class Compiled:
         raise ConvergenceError(f"curve: monotone iteration did not converge in {MAX_ITER} steps")
 
     def outcome(self, p: np.ndarray):
-        _, usd, bad = self.total.eval(p) if self.total is not None else (0, np.zeros_like(p), np.zeros_like(p))
-        return usd, bad
+        if self.total is None:
+            return np.zeros_like(p), np.zeros_like(p)
+        return self.total.values(p)
 
     def path(self, shock: float, tol: float = 1e-12) -> list[float]:
         """The monotone sequence p_0 = p_hat > p_1 > ... for one shock (for attribution)."""
@@ -189,7 +212,7 @@ class Compiled:
         ps = [float(p_hat[0])]
         p = p_hat.copy()
         for _ in range(MAX_ITER):
-            sold, _, _ = self.total.eval(p)
+            sold = self.total.sold(p)
             new_st, _ = self.curve.sell(st, np.maximum(sold, 0.0))
             p_new = np.minimum(p, self.curve.price(new_st))
             if abs(p_new[0] - p[0]) <= tol * p[0]:
@@ -199,34 +222,27 @@ class Compiled:
         return ps
 
 
-def _by_protocol_usd(comp: Compiled, p: float) -> dict[str, float]:
-    return {pr: float(comp.tables[pr].eval(np.array([p]))[1][0]) for pr in comp.protocols}
-
-
 def _cliff_details_compiled(comp: Compiled, s_lo: float, s_hi: float, before: float, after: float):
-    usd_b = _by_protocol_usd(comp, before)
+    """Order and attribution along the monotone sequence p_0 > p_1 > ... of the shock just past the
+    cliff: protocols whose liquidated value grows at step k were pushed by those that grew at k-1
+    (step 1 by the shock), shared in proportion to the pushers' growth."""
     path = comp.path(s_hi)
-    # who joined at each step of the chain, in order; the pushers of step k are the protocols whose
-    # liquidated value grew in step k-1 (step 1 is pushed by the shock itself)
-    order, attribution, prev_growth = [], [], {"shock": 1.0}
-    prev = dict(usd_b)
-    for pk in path:
-        cur = _by_protocol_usd(comp, pk)
-        growth = {pr: cur[pr] - prev[pr] for pr in comp.protocols if cur[pr] - prev[pr] > 1e-9 * (1 + abs(cur[pr]))}
-        if growth:
-            tot_push = sum(prev_growth.values())
-            for pr, g in growth.items():
-                if pr not in order:
-                    order.append(pr)
-                for pusher, w in prev_growth.items():
-                    attribution.append({"pusher": pusher, "pushed": pr, "liquidated_collateral_usd": g * w / tot_push})
-            prev_growth = growth
-        prev = cur
-    merged: dict[tuple[str, str], float] = {}
-    for a in attribution:
-        key = (a["pusher"], a["pushed"])
-        merged[key] = merged.get(key, 0.0) + a["liquidated_collateral_usd"]
-    attr = tuple({"pusher": k[0], "pushed": k[1], "liquidated_collateral_usd": v} for k, v in merged.items())
+    prices = np.array([before] + path)
+    usd = {pr: comp.tables[pr].values(prices)[0] for pr in comp.protocols}  # one pass per protocol
+    order, merged, prev_growth = [], {}, {"shock": 1.0}
+    for k in range(1, len(prices)):
+        growth = {pr: usd[pr][k] - usd[pr][k - 1] for pr in comp.protocols
+                  if usd[pr][k] - usd[pr][k - 1] > 1e-9 * (1 + abs(usd[pr][k]))}
+        if not growth:
+            continue
+        tot = sum(prev_growth.values())
+        for pr, g in growth.items():
+            if pr not in order:
+                order.append(pr)
+            for pusher, w in prev_growth.items():
+                merged[(pusher, pr)] = merged.get((pusher, pr), 0.0) + g * w / tot
+        prev_growth = growth
+    attr = tuple({"pusher": a, "pushed": b, "liquidated_collateral_usd": v} for (a, b), v in merged.items())
     return tuple(order), attr
 
 
@@ -285,6 +301,8 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
     while stack:
         lo, hi, e_lo, e_hi = stack.pop()
         while hi - lo > shock_tol:
+            if e_lo - e_hi - p0 * (hi - lo) <= min_jump * p0:
+                break  # the drop shrank with the interval: a steep slope, not a jump
             mid = 0.5 * (lo + hi)
             e_mid = end_at(mid)
             left, right = e_lo - e_mid, e_mid - e_hi
