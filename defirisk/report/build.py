@@ -34,7 +34,7 @@ class ReportSettings:
 
     shocks: tuple[float, ...] = STANDARD_SHOCKS
     max_shock: float = 0.9          # cascade curve runs over initial shocks [0, max_shock]
-    curve_points: int = 400         # grid of the curve plot; cliffs are located by the solver's bisection
+    curve_points: int = 120         # grid of the curve plot; cliffs are located by the solver's bisection
     top_accounts: int = 10          # rows in the account tables
     at_risk_shock: float = 0.30     # an account is "at risk" on an asset if a drop this size liquidates it
     level_bins: int = 40            # histogram bins of static liquidation levels
@@ -194,12 +194,16 @@ def _levels(levels: pd.DataFrame, price: float, settings: ReportSettings) -> dic
     }
 
 
-def _at_risk(levels: pd.DataFrame, price: float, settings: ReportSettings) -> list[dict[str, Any]]:
+def _at_risk(levels: pd.DataFrame, price: float, settings: ReportSettings,
+             now_keys: set[tuple[str, str, str]]) -> list[dict[str, Any]]:
     lp = levels["liquidation_price"].to_numpy(dtype=float)
     floor = price * (1.0 - settings.at_risk_shock)
-    # Levels above today's price are already liquidatable (collateral side) and listed there too:
-    # they are the most at risk of all, so they stay in this table.
-    sel = np.isfinite(lp) & (lp >= floor)
+    # A level above today's price means either "already liquidatable" (the asset is collateral) or
+    # "liquidated if the price RISES" (the asset is debt). Only the first is at risk from a drop, and
+    # it is exactly the set liquidatable now.
+    keys = list(zip(levels["protocol"], levels["market"], levels["account"]))
+    is_now = np.fromiter((k in now_keys for k in keys), dtype=bool, count=len(keys))
+    sel = np.isfinite(lp) & (lp >= floor) & ((lp <= price) | is_now)
     df = levels.loc[sel].copy()
     df["distance"] = 1.0 - df["liquidation_price"] / price
     df = df.sort_values(["debt_usd", "distance"], ascending=[False, True]).head(settings.top_accounts)
@@ -222,8 +226,8 @@ def _cliff_dict(c: Any) -> dict[str, Any]:
     return d
 
 
-def _asset_section(solver: Any, snapshot: Any, asset: str, price: float,
-                   settings: ReportSettings) -> dict[str, Any]:
+def _asset_section(solver: Any, snapshot: Any, asset: str, price: float, settings: ReportSettings,
+                   now_keys: set[tuple[str, str, str]]) -> dict[str, Any]:
     levels = solver.liquidation_levels(snapshot, asset)
     curve = solver.cascade_curve(snapshot, asset, max_shock=settings.max_shock,
                                  points=settings.curve_points, mode="equilibrium")
@@ -235,10 +239,12 @@ def _asset_section(solver: Any, snapshot: Any, asset: str, price: float,
     return {
         "price_usd": price,
         "levels": _levels(levels, price, settings),
-        "at_risk_accounts": _at_risk(levels, price, settings),
+        "at_risk_accounts": _at_risk(levels, price, settings, now_keys),
         "curve": {c: [_num(v) for v in cdf[c].to_numpy(dtype=float)]
                   for c in ("shock", "shocked_price", "end_price", "liquidated_collateral_usd", "bad_debt_usd")},
-        "curve_mode": "equilibrium",
+        "curve_mode": str(getattr(curve, "mode", "equilibrium")),
+        "curve_method": getattr(curve, "method", None),
+        "curve_converged": bool(getattr(curve, "converged", True)),
         "cliffs": cliffs,
         "nearest_cliff": nearest,
         "scenarios": _scenarios(solver, snapshot, [asset], settings, single=asset),
@@ -316,7 +322,8 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
     hf = solver.health_factors(snapshot)
     now = solver.liquidatable_now(snapshot)
     market_wide = _scenarios(solver, snapshot, volatile, settings, single=None) if volatile else []
-    assets = {a: _asset_section(solver, snapshot, a, prices[a], settings) for a in volatile}
+    now_keys = set(zip(now["protocol"], now["market"], now["account"]))
+    assets = {a: _asset_section(solver, snapshot, a, prices[a], settings, now_keys) for a in volatile}
 
     nearest = None
     for asset, sec in assets.items():

@@ -256,7 +256,7 @@ def document(report: Mapping[str, Any]) -> list[Any]:
             Para(VIEW_TEXT["static"][1], "muted"),
             Image(f"{plot_name(asset)}_levels.png", f"{asset} liquidation levels stacked by protocol"),
             Para(f"{lv['positions_with_level']:,} positions have a liquidation level on {asset}"
-                 + (f"; {lv['positions_outside_range']:,} lie outside the plotted range." if lv["positions_outside_range"] else ".")),
+                 + (f"; {lv['positions_outside_range']:,} outside the plotted range." if lv["positions_outside_range"] else ".")),
             Para(f"Largest at-risk accounts on {asset} (liquidated by a drop of {pct(report['settings']['at_risk_shock'])} "
                  "or less, largest debt first):"),
             _accounts_table(a["at_risk_accounts"], with_level=True),
@@ -267,6 +267,8 @@ def document(report: Mapping[str, Any]) -> list[Any]:
         out.append(View("cascade", f"{asset}: {VIEW_TEXT['cascade'][0]}", (
             Para(VIEW_TEXT["cascade"][1], "muted"),
             Image(f"{plot_name(asset)}_curve.png", f"{asset} cascade curve with cliffs"),
+            *((Para("WARNING: the solver reports this curve as NOT converged; treat it as indicative.", "alert"),)
+              if not a.get("curve_converged", True) else ()),
             Para("Nearest cliff — " + nearest, "alert" if a["nearest_cliff"] else None),
             Table(("trigger shock", "trigger price", "end price before → after", "carried by", "liquidated", "bad debt"),
                   tuple((pct(c["trigger_shock"]), price(c["trigger_price"]),

@@ -132,6 +132,8 @@ def scenarios_png(title: str, scenarios: list[Mapping[str, Any]]) -> bytes:
         ax.bar([x + width / 2 for x in xs], bad, width=width, color=BAD_DEBT_COLOUR,
                alpha=0.55 if mode == "sequential" else 0.95, label=f"bad debt ({mode})")
     ax.set_xticks(range(len(shocks)), [f"-{s:.0%}" for s in shocks])
+    top = max([(r["liquidated_collateral_usd"] or 0.0) for r in scenarios] + [(r["bad_debt_usd"] or 0.0) for r in scenarios])
+    ax.set_ylim(0, top * 1.4 if top > 0 else 1.0)   # headroom so the legend never covers a bar
     ax.yaxis.set_major_formatter(FuncFormatter(_usd))
     ax.set_title(title, loc="left", fontsize=11)
     ax.legend(fontsize=8, frameon=False, ncol=2, loc="upper left")

@@ -12,7 +12,7 @@ from defirisk.report.layout import VIEW_TEXT, Bullets, Heading, Image, Para, Tab
 
 _CSS = """
 :root { --fg:#1d2330; --muted:#5f6b7a; --line:#dde2ea; --bg:#ffffff; --panel:#f7f9fc;
-        --now:#c0392b; --static:#7b3fe4; --cascade:#1f4e9c; }
+        --now:#b03a2e; --static:#5b4b8a; --cascade:#23577a; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--fg);
        font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Helvetica, Arial, sans-serif; }
@@ -28,7 +28,8 @@ ul { margin: 6px 0 12px; padding-left: 22px; }
 table { border-collapse: collapse; width: 100%; margin: 8px 0 16px; font-size: 13.5px;
         font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { background: var(--panel); font-weight: 600; text-align: left; white-space: nowrap; }
+th { background: var(--panel); font-weight: 600; text-align: left; }
+.tablewrap { overflow-x: auto; }
 td.r, th.r { text-align: right; }
 tr:hover td { background: #fbfcfe; }
 .empty { color: var(--muted); font-style: italic; }
@@ -64,7 +65,8 @@ def _table(t: Table) -> str:
             cls = a + (" fired" if c == "FIRED" else "")
             cells.append(f'<td class="{cls}">{_e(c)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _blocks(blocks: Any, plots: Mapping[str, bytes]) -> list[str]:
