@@ -150,6 +150,7 @@ class Bulk:
     queued: list[_Queued] = field(default_factory=list)
     nonces: dict[str, int] = field(default_factory=dict)
     mined_txs: int = 0
+    chunk: int = 80
 
     def add(self, sender: str, to: str, signature: str, *args: Any, gas: int = DEFAULT_GAS,
             label: str = "") -> None:
@@ -165,22 +166,30 @@ class Bulk:
         return n
 
     def flush(self) -> int:
-        """Send everything queued, mine it, verify receipts. Returns the number of transactions."""
+        """Send everything queued, mine it, verify receipts. Returns the number of transactions.
+
+        Sent in chunks with the pool mined empty in between: anvil's cost per accepted transaction
+        grows with the number already pending, so one huge batch is much slower than many small ones.
+        """
         if not self.queued:
             return 0
         queued, self.queued = self.queued, []
+        hashes: list[str] = []
         self.anvil.set_automine(False)
         try:
-            calls = []
-            for q in queued:
-                tx = {"from": q.sender, "to": q.to, "data": q.data, "gas": hex(q.gas),
-                      "nonce": hex(self._nonce(q.sender))}
-                calls.append(("eth_sendTransaction", [tx]))
-            hashes = self.anvil.rpc_batch(calls, raise_errors=False)
-            for q, h in zip(queued, hashes):
-                if isinstance(h, Exception):
-                    raise ChainError(f"{q.label}: not accepted by the node: {h}")
-            self._mine_all()
+            for start in range(0, len(queued), self.chunk):
+                part = queued[start:start + self.chunk]
+                calls = []
+                for q in part:
+                    tx = {"from": q.sender, "to": q.to, "data": q.data, "gas": hex(q.gas),
+                          "nonce": hex(self._nonce(q.sender))}
+                    calls.append(("eth_sendTransaction", [tx]))
+                sent = self.anvil.rpc_batch(calls, raise_errors=False)
+                for q, h in zip(part, sent):
+                    if isinstance(h, Exception):
+                        raise ChainError(f"{q.label}: not accepted by the node: {h}")
+                hashes.extend(sent)
+                self._mine_all()
         finally:
             self.anvil.set_automine(True)
         receipts = self.anvil.rpc_batch([("eth_getTransactionReceipt", [h]) for h in hashes])
