@@ -171,3 +171,18 @@ def test_liquity_redistribution_state():
 def test_linear_case_counts():
     r = solve(linear_compound(), {"WETH": 0.045}, "equilibrium")
     assert r.totals.accounts_liquidated == linear_answer(0.045)[1] == 7
+
+
+def test_errors_are_raised_not_returned():
+    from defirisk.errors import ConvergenceError, InputError
+
+    snap = linear_compound()
+    for bad in ({"WETH": float("nan")}, {"WETH": -0.1}, {"DOGE": 0.1}, {}):
+        with pytest.raises(InputError):
+            solve(snap, bad, "sequential")
+    with pytest.raises(InputError):
+        solve(snap, {"WETH": 0.1}, "magic")
+    with pytest.raises(ConvergenceError):
+        solve(snap, {"WETH": 0.2}, "sequential", max_rounds=2)
+    with pytest.raises(ConvergenceError):
+        solve(snap, {"WETH": 0.2}, "equilibrium", max_rounds=1)
