@@ -13,7 +13,7 @@ from eth_utils import keccak
 from defirisk.devnet import running_devnet
 from defirisk.devnet.deploy import MARKET_PARAMS, MAX_UINT, morpho_market_id
 from defirisk.devnet.population import aave_health_factor, morpho_health_factor
-from defirisk.devnet.tx import DEPLOYER, LIQUIDATOR, calldata
+from defirisk.devnet.tx import LIQUIDATOR, calldata
 
 from pathlib import Path
 
@@ -75,8 +75,8 @@ def test_book_has_every_contract_with_code(small_devnet):
                                            "oracle", "protocol_data_provider")]
     addrs += [book["morpho_blue"]["morpho"], book["uniswap_v2"]["factory"], book["uniswap_v3"]["factory"]]
     addrs += list(book["uniswap_v2"]["pairs"].values()) + list(book["uniswap_v3"]["pools"].values())
-    if book["multicall3"]:
-        addrs.append(book["multicall3"])
+    assert book["multicall3"] == "0xcA11bde05977b3631167028862bE2a173976CA11"
+    addrs.append(book["multicall3"])
     codes = small_devnet.anvil.rpc_batch([("eth_getCode", [a, "latest"]) for a in addrs])
     assert all(len(c) > 2 for c in codes)
     assert book["aave_v3"]["revision"] == 1  # npm @aave/core-v3 1.19: V3.0 Pool
