@@ -314,3 +314,19 @@ def test_busy_port_is_not_fatal():
         with running_devnet(SMALL, port=busy) as dn:
             assert dn.anvil.port != busy
             assert int(dn.anvil.rpc("eth_chainId"), 16) == 31337
+
+
+def test_failed_bulk_transaction_names_account_and_call(devnet):
+    from defirisk.devnet.tx import Bulk
+    from defirisk.errors import ChainError
+
+    stranger = "0x00000000000000000000000000000000DeaDBeef"
+    devnet.anvil.set_balance(stranger, 10**18)
+    devnet.anvil.impersonate(stranger)
+    bulk = Bulk(devnet.anvil, 10**9)
+    bulk.add(stranger, devnet.book["aave_v3"]["pool"], "borrow(address,uint256,uint256,uint16,address)",
+             devnet.book["tokens"]["USDC"]["address"], 10**6, 2, 0, stranger, label=f"stranger ({stranger}): Aave borrow USDC")
+    with pytest.raises(ChainError, match=r"stranger \(0x0+DeaDBeef\): Aave borrow USDC: reverted"):
+        bulk.flush()
+    assert devnet.anvil.rpc("eth_getBlockByNumber", "latest", False)  # automine is back on
+    assert devnet.anvil.rpc("anvil_getAutomine") is True
