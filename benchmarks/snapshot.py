@@ -1,6 +1,6 @@
 """Benchmark: snapshot the default devnet with the real reader and with a naive reader, same run.
 
-Real reader: `defirisk.snapshot_chain.take_snapshot`, end to end (pin, log discovery with no cache,
+Real reader: `defirisk.snapshot_chain.take_snapshot`, best of two runs, end to end (pin, log discovery with no cache,
 all reads, building the Snapshot, writing the directory).
 Naive reader: what most scripts do — web3.py contract objects, one `.call()` per value, for the same
 values (Aave: user configuration, e-mode, one scaled balance per collateral/debt bit; Morpho: one
@@ -66,7 +66,7 @@ def main() -> None:
     with running_devnet(args.scenario) as dn, tempfile.TemporaryDirectory() as tmp:
         block = dn.anvil.block_number()
         best = None
-        for _ in range(2):  # a warm-up run, then the measured one (first-call imports, JIT caches)
+        for _ in range(2):  # best of two runs: the first also pays one-off imports and warm-up
             run = take_snapshot(dn.rpc_url, block=block, book=dn.book, out=Path(tmp) / "snap", cache=False)
             best = run if best is None or run.seconds["total"] < best.seconds["total"] else best
         run = best

@@ -12,6 +12,8 @@ reverted".
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -157,8 +159,9 @@ class Multicaller:
 
     def __init__(self, client: RpcClient, block: BlockRef | int, *, address: str = MULTICALL3_ADDRESS,
                  max_calldata_bytes: int = DEFAULT_MAX_CALLDATA_BYTES, max_gas: int = DEFAULT_MAX_GAS,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, workers: int = 2):
         self.client = client
+        self.workers = max(1, int(workers))
         self.block = block
         self.address = address
         self.max_calldata_bytes = max_calldata_bytes
@@ -166,6 +169,7 @@ class Multicaller:
         self.progress = progress
         self.calls_sent = 0
         self.batches_sent = 0
+        self._lock = threading.Lock()
         self._checked = False
 
     def _check_aggregator(self) -> None:
@@ -179,7 +183,8 @@ class Multicaller:
 
     def _run_range(self, calls: Sequence[RawCall], gas: int) -> list[tuple[bool, bytes]]:
         data = encode_aggregate3(calls)
-        self.batches_sent += 1
+        with self._lock:
+            self.batches_sent += 1
         try:
             ret = self.client.eth_call(self.address, data, self.block, gas=gas)
         except RpcError as exc:
@@ -191,19 +196,34 @@ class Multicaller:
         return decode_aggregate3(ret, len(calls))
 
     def run_raw(self, calls: Sequence[RawCall]) -> list[tuple[bool, bytes]]:
-        """(success, returnData) per call, in order."""
+        """(success, returnData) per call, in order.
+
+        With `workers` > 1 several chunks are in flight at once, so the node executes one batch while
+        this process encodes or decodes another (all at the same pinned block, so order is free)."""
         if not calls:
             return []
         self._check_aggregator()
-        out: list[tuple[bool, bytes]] = []
         ranges = chunk_calls(calls, max_calldata_bytes=self.max_calldata_bytes, max_gas=self.max_gas)
-        for a, b in ranges:
-            chunk = calls[a:b]
+
+        def one(r: tuple[int, int]) -> list[tuple[bool, bytes]]:
+            chunk = calls[r[0]:r[1]]
             gas = min(self.max_gas, sum(c.gas + _CALL_OVERHEAD_GAS for c in chunk) * 2 + 100_000)
-            out.extend(self._run_range(chunk, gas))
-            self.calls_sent += len(chunk)
-            if self.progress is not None:
-                self.progress(len(out), len(calls))
+            return self._run_range(chunk, gas)
+
+        out: list[tuple[bool, bytes]] = []
+        if self.workers > 1 and len(ranges) > 1:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                results = pool.map(one, ranges)
+                for (a, b), res in zip(ranges, results):
+                    out.extend(res)
+                    if self.progress is not None:
+                        self.progress(len(out), len(calls))
+        else:
+            for r in ranges:
+                out.extend(one(r))
+                if self.progress is not None:
+                    self.progress(len(out), len(calls))
+        self.calls_sent += len(calls)
         return out
 
     def run(self, calls: Sequence[Call]) -> list[Any]:
