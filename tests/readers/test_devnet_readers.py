@@ -237,3 +237,29 @@ def test_solver_health_factors_on_written_snapshot_match_chain(dn, tmp_path):
         m = by_id[p.market_id]
         exact = p.collateral * m.oracle_price / 1e36 * m.lltv / 1e18 / p.borrowed
         assert solver_hf[(names[p.market_id], p.account)] == pytest.approx(exact, rel=1e-9)
+
+
+def test_snapshot_with_discovery_cache_equals_fresh_scan(dn, tmp_path):
+    from defirisk.chain.logs import DiscoveryCache
+
+    with DiscoveryCache(tmp_path / "disc.sqlite") as cache:
+        first = take_snapshot(dn.rpc_url, book=dn.book, cache=cache)
+        # New activity after the cached block: one more Aave borrow by an existing borrower.
+        f = first.snapshot.positions.frame
+        acct = f[(f.protocol == "aave-v3") & (f.side == "debt") & (f.asset == "USDC")].account.iloc[0]
+        usdc = dn.book["tokens"]["USDC"]["address"]
+        dn.anvil.impersonate(acct)
+        _send(dn.anvil, dn.book["aave_v3"]["pool"], "borrow(address,uint256,uint256,uint16,address)",
+              ["address", "uint256", "uint256", "uint16", "address"], [usdc, 10**6, 2, 0, acct], sender=acct)
+        dn.anvil.mine(2)
+        cached = take_snapshot(dn.rpc_url, book=dn.book, cache=cache)
+        key_rows = cache._db.execute("SELECT to_block FROM scans WHERE protocol = 'aave-v3:devnet'").fetchall()
+        assert key_rows == [(cached.block.number,)]
+    fresh = take_snapshot(dn.rpc_url, book=dn.book, cache=False)
+    cols = ["protocol", "market", "account", "asset", "side"]
+    a = cached.snapshot.positions.frame.sort_values(cols).reset_index(drop=True)
+    b = fresh.snapshot.positions.frame.sort_values(cols).reset_index(drop=True)
+    assert a.equals(b)
+    before = first.snapshot.positions.frame.set_index(cols).amount
+    after = a.set_index(cols).amount
+    assert after[("aave-v3", "devnet", acct, "USDC", "debt")] == pytest.approx(before[("aave-v3", "devnet", acct, "USDC", "debt")] + 1, rel=1e-9)
