@@ -98,12 +98,33 @@ class AaveV3(Rule):
         return lt, lb
 
     def weights(self, state: BookState, prices):
+        """Exact LT-weighted collateral and debt (USD). Linear in each price, which the static
+        liquidation-levels view relies on; the protocol's own decisions use `_hf_weights`."""
         lt = state.extra["lt"]
         return (state.coll * prices * lt).sum(axis=1), (state.debt * prices).sum(axis=1)
 
+    @staticmethod
+    def _hf_weights(coll, debt, prices, lt):
+        """Weighted collateral as Aave computes it (GenericLogic, every v3 version): the average LT
+        over LT>0 collateral is an integer division in bps, so it is truncated to whole bps before
+        it multiplies total collateral. Accounts with several collateral assets can differ from the
+        exact weighting by up to 1 bp of LT, enough to flip an account sitting at HF = 1."""
+        cval = coll * prices * (lt > 0)
+        total = cval.sum(axis=1)
+        exact = (cval * lt).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # The epsilon absorbs float error in a weighted mean of integer bps (never a whole bp).
+            avg_bps = np.floor(np.where(total > 0, exact * 1e4 / np.where(total > 0, total, 1.0), 0.0) + 1e-7)
+        return total * avg_bps / 1e4, (debt * prices).sum(axis=1)
+
+    def health(self, state: BookState, prices):
+        wc, wd = self._hf_weights(state.coll, state.debt, prices, state.extra["lt"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(wd > 0, wc / np.where(wd > 0, wd, 1.0), np.inf)
+
     def liquidatable(self, state, prices):
         lt = state.extra["lt"]
-        wc, wd = self.weights(state, prices)
+        wc, wd = self._hf_weights(state.coll, state.debt, prices, lt)
         usable = ((state.coll > 0) & (lt > 0)).any(axis=1)
         return (wd > 0) & (wc < wd) & usable
 
@@ -118,7 +139,7 @@ class AaveV3(Rule):
         dval = D * oracle
         total_coll_usd = (C * oracle).sum(axis=1)
         total_debt = dval.sum(axis=1)
-        hf = (C * oracle * lt).sum(axis=1) / total_debt
+        hf = self._hf_weights(C, D, oracle, lt)[0] / total_debt
         d = np.argmax(dval, axis=1)
         c = np.argmax(cval, axis=1)
         r = np.arange(len(rows))
