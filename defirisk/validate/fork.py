@@ -22,6 +22,7 @@ from defirisk.redact import redact_url
 from defirisk.validate.guard import JsonRpc, WriteGuard
 
 RECEIPT_TIMEOUT_S = 60.0
+BATCH_CALLS = 1000  # eth_calls per JSON-RPC batch (~0.3 MB), well below anvil's 2 MiB body limit
 DEFAULT_GAS_MONEY_WEI = 10**21  # 1,000 ETH of gas money for impersonated accounts on the fork
 
 
@@ -40,9 +41,11 @@ class ForkChain:
         return values[0] if len(values) == 1 else values
 
     def call_many(self, calls: Sequence[tuple[str, str, Sequence[Any], Sequence[str]]]) -> list[Any]:
-        """Several eth_calls in one JSON-RPC batch: (to, signature, args, returns) each."""
-        raws = self.guard.read_batch([("eth_call", [{"to": to, "data": calldata(sig, *args)}, "latest"])
-                                      for to, sig, args, _ in calls])
+        """eth_calls in JSON-RPC batches: (to, signature, args, returns) each; results in order."""
+        requests = [("eth_call", [{"to": to, "data": calldata(sig, *args)}, "latest"]) for to, sig, args, _ in calls]
+        raws: list = []
+        for i in range(0, len(requests), BATCH_CALLS):  # anvil refuses bodies over 2 MiB
+            raws += self.guard.read_batch(requests[i:i + BATCH_CALLS])
         out = []
         for (_to, _sig, _args, returns), raw in zip(calls, raws):
             values = decode(list(returns), bytes.fromhex(raw[2:]))

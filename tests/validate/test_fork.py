@@ -51,3 +51,11 @@ def test_funding_by_mint_and_by_balance_slot(book_a, fork_b):
         before = funder.balance(token, RECIPIENT)
         funder.give(token, RECIPIENT, 123 * 10**18)
         assert funder.balance(token, RECIPIENT) == before + 123 * 10**18
+
+
+def test_call_many_chunks_large_batches(book_a, fork_b):
+    # 2,500 reads exceed one batch (and would exceed anvil's 2 MiB body limit in one request).
+    token = book_a.tokens["USDC"].address
+    calls = [(token, "balanceOf(address)", [f"0x{i:040x}"], ["uint256"]) for i in range(1, 2501)]
+    out = fork_b.chain.call_many(calls)
+    assert len(out) == 2500 and all(v == 0 for v in out)
