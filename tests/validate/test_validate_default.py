@@ -2,10 +2,8 @@
 
     DEFIRISK_VALIDATE_DEFAULT=1 .venv/bin/pytest tests/validate/test_validate_default.py
 
-Known result (docs/validation.md): prices and amounts agree, but 5 of 1,008 multi-collateral Aave
-accounts are liquidated one round earlier on the fork, because Aave floors the average liquidation
-threshold to whole basis points and the model's rule does not. This test states the requirement and
-fails until the rule is fixed.
+Measured (docs/validation.md): it agrees since the Aave rule floors the average liquidation threshold
+to whole bps as the chain does; before that, 5 of 1,008 accounts were liquidated a round early on chain.
 """
 from __future__ import annotations
 
