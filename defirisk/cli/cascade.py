@@ -8,20 +8,8 @@ from typing import List, Optional
 import typer
 
 from defirisk.cli import app
+from defirisk.cli.options import parse_assignments
 from defirisk.errors import ConvergenceError, InputError
-
-
-def _parse_pairs(items: List[str], what: str) -> dict[str, float]:
-    out = {}
-    for item in items:
-        name, sep, val = item.partition("=")
-        if not sep or not name:
-            raise InputError(f"{what} {item!r}: expected ASSET=NUMBER")
-        try:
-            out[name] = float(val)
-        except ValueError:
-            raise InputError(f"{what} {item!r}: {val!r} is not a number") from None
-    return out
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
@@ -57,7 +45,7 @@ def cascade(
 
     try:
         snap = load_snapshot(snapshot_dir)
-        betas = _parse_pairs(beta, "--beta") or None
+        betas = parse_assignments(beta, "--beta") or None
         if curve:
             if not asset:
                 raise InputError("--curve needs --asset")
@@ -68,7 +56,7 @@ def cascade(
         else:
             if not shock:
                 raise InputError("give at least one --shock ASSET=FRACTION (or --curve --asset ASSET)")
-            res = solve(snap, _parse_pairs(shock, "--shock"), mode or "sequential", betas=betas)
+            res = solve(snap, parse_assignments(shock, "--shock", "FRACTION"), mode or "sequential", betas=betas)
             out = res.to_dict()
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -8,23 +8,9 @@ from typing import List, Optional
 import typer
 
 from defirisk.cli import app
+from defirisk.cli.options import parse_assignments
 from defirisk.errors import ChainError, ConvergenceError, InputError
 from defirisk.redact import scrub
-
-
-def _shocks(items: List[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items:
-        name, sep, val = item.partition("=")
-        if not sep or not name:
-            raise InputError(f"--shock {item!r}: expected ASSET=FRACTION, e.g. WETH=0.25")
-        try:
-            out[name] = float(val)
-        except ValueError:
-            raise InputError(f"--shock {item!r}: {val!r} is not a number") from None
-    if not out:
-        raise InputError("give at least one --shock ASSET=FRACTION, e.g. --shock WETH=0.25")
-    return out
 
 
 @app.command("validate")
@@ -54,7 +40,7 @@ def validate_cmd(
     from defirisk.validate.run import validate
 
     try:
-        report = validate(_shocks(shock), rpc_url=rpc_url, block=block, scenario=scenario, book=book, mode=mode,
+        report = validate(parse_assignments(shock, "--shock", "FRACTION", required=True), rpc_url=rpc_url, block=block, scenario=scenario, book=book, mode=mode,
                           protocols=protocols)
     except (InputError, ChainError) as exc:
         typer.echo(f"error: {scrub(str(exc), rpc_url) if rpc_url else exc}", err=True)

@@ -6,17 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from defirisk.devnet import running_devnet
 from defirisk.devnet.tx import Chain
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "fixtures" / "scenarios"
 SMALL = SCENARIOS / "small.yaml"
-
-
-@pytest.fixture(scope="session")
-def small_devnet():
-    with running_devnet(SMALL) as dn:
-        yield dn
 
 
 @pytest.fixture

@@ -50,15 +50,6 @@ def client(anvil):
         yield c
 
 
-SMALL_SCENARIO = ROOT / "fixtures" / "scenarios" / "small.yaml"
-
-
-@pytest.fixture(scope="session")
-def small_devnet():
-    from defirisk.devnet import running_devnet
-
-    with running_devnet(SMALL_SCENARIO) as devnet:
-        yield devnet
 
 
 @pytest.fixture

@@ -11,12 +11,9 @@ SMALL = Path(__file__).resolve().parents[2] / "fixtures" / "scenarios" / "small.
 
 
 @pytest.fixture(scope="session")
-def devnet_a():
-    """Upstream A: the small devnet, one anvil for the whole session (stopped at the end)."""
-    from defirisk.devnet import running_devnet
-
-    with running_devnet(SMALL) as dn:
-        yield dn
+def devnet_a(small_devnet):
+    """Upstream A: the suite's small devnet (tests/conftest.py); validation only forks it."""
+    return small_devnet
 
 
 @pytest.fixture(scope="session")
