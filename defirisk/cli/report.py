@@ -24,7 +24,7 @@ def report_cmd(
     no_history: bool = typer.Option(False, "--no-history", help="Do not read or write any history."),
     alert: List[str] = typer.Option([], "--alert", help="Alert rule, repeatable, e.g. 'cliff_within=0.15', 'bad_debt_at[0.2]>1e6' (docs/report.md)."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for another run holding the history lock (default: fail at once)."),
-    curve_points: int = typer.Option(120, "--curve-points", help="Grid points on each cascade curve (cliffs are bisected to full precision whatever the grid)."),
+    curve_points: int = typer.Option(60, "--curve-points", help="Grid points on each cascade curve (cliffs are bisected to full precision whatever the grid)."),
     top: int = typer.Option(10, "--top", help="Rows in the account tables."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless an alert fires or an error occurs (for cron)."),
 ) -> None:

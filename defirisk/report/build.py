@@ -34,11 +34,15 @@ class ReportSettings:
 
     shocks: tuple[float, ...] = STANDARD_SHOCKS
     max_shock: float = 0.9          # cascade curve runs over initial shocks [0, max_shock]
-    curve_points: int = 120         # grid of the curve plot; cliffs are located by the solver's bisection
+    curve_points: int = 60          # grid of the curve plot (1.5% steps); cliffs are bisected to cliff_shock_tol
     top_accounts: int = 10          # rows in the account tables
     at_risk_shock: float = 0.30     # an account is "at risk" on an asset if a drop this size liquidates it
     level_bins: int = 40            # histogram bins of static liquidation levels
     level_range: tuple[float, float] = (0.1, 1.5)  # histogram spans price * [lo, hi]
+    # Cliff bisection stops when the trigger shock is known to this width: 1e-6 of the price is far
+    # finer than any report prints, and each halving costs one full cascade solve.
+    cliff_shock_tol: float = 1e-6
+    workers: int | None = None      # processes for the per-asset work; None = one per CPU, 1 = serial
 
     def __post_init__(self) -> None:
         if not self.shocks:
@@ -50,6 +54,10 @@ class ReportSettings:
             raise InputError(f"report settings: max_shock {self.max_shock!r} must be in (0, 1)")
         if self.curve_points < 10:
             raise InputError(f"report settings: curve_points {self.curve_points} must be >= 10")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"report settings: workers {self.workers} must be >= 1")
+        if not 0.0 < self.cliff_shock_tol < 0.01:
+            raise InputError(f"report settings: cliff_shock_tol {self.cliff_shock_tol!r} must be in (0, 0.01)")
         if self.top_accounts < 1 or self.level_bins < 2:
             raise InputError("report settings: top_accounts must be >= 1 and level_bins >= 2")
         lo, hi = self.level_range
@@ -164,13 +172,13 @@ def _scenario_row(result: Any, shock: float, mode: str, asset: str | None) -> di
     return row
 
 
-def _scenarios(solver: Any, snapshot: Any, assets: Sequence[str], settings: ReportSettings,
+def _scenarios(solver: Any, snapshot: Any, prep: Any, assets: Sequence[str], settings: ReportSettings,
                single: str | None) -> list[dict[str, Any]]:
     rows = []
     for shock in settings.shocks:
         shocks = {single: shock} if single is not None else {a: shock for a in assets}
         for mode in MODES:
-            result = solver.solve(snapshot, shocks, mode=mode)
+            result = solver.solve(snapshot, shocks, mode=mode, prepared=prep)
             rows.append(_scenario_row(result, shock, mode, single))
     return rows
 
@@ -226,11 +234,11 @@ def _cliff_dict(c: Any) -> dict[str, Any]:
     return d
 
 
-def _asset_section(solver: Any, snapshot: Any, asset: str, price: float, settings: ReportSettings,
+def _asset_section(solver: Any, snapshot: Any, prep: Any, asset: str, price: float, settings: ReportSettings,
                    now_keys: set[tuple[str, str, str]]) -> dict[str, Any]:
-    levels = solver.liquidation_levels(snapshot, asset)
-    curve = solver.cascade_curve(snapshot, asset, max_shock=settings.max_shock,
-                                 points=settings.curve_points, mode="equilibrium")
+    levels = solver.liquidation_levels(snapshot, asset, prepared=prep)
+    curve = solver.cascade_curve(snapshot, asset, max_shock=settings.max_shock, points=settings.curve_points,
+                                 mode="equilibrium", shock_tol=settings.cliff_shock_tol, prepared=prep)
     cdf = curve.curve
     cliffs = sorted((_cliff_dict(c) for c in curve.cliffs), key=lambda c: c["trigger_shock"])
     nearest = dict(cliffs[0]) if cliffs else None
@@ -247,7 +255,7 @@ def _asset_section(solver: Any, snapshot: Any, asset: str, price: float, setting
         "curve_converged": bool(getattr(curve, "converged", True)),
         "cliffs": cliffs,
         "nearest_cliff": nearest,
-        "scenarios": _scenarios(solver, snapshot, [asset], settings, single=asset),
+        "scenarios": _scenarios(solver, snapshot, prep, [asset], settings, single=asset),
     }
 
 
@@ -274,6 +282,38 @@ def _protocol_table(hf: pd.DataFrame, now: pd.DataFrame, market_wide: Sequence[M
             row[f"bad_debt_usd_at_ref_{mode}"] = t["bad_debt_usd"] if t else (0.0 if mode in ref else None)
         rows.append(row)
     return rows
+
+
+# Per-asset sections are independent: with several cores they run in forked worker processes.
+# Fork (not spawn) because the worker context (a Snapshot with read-only mappings, the solver's prepared
+# arrays) is inherited, never pickled; only an asset name goes in and a JSON-ready dict comes out.
+_JOB_CONTEXT: tuple | None = None
+
+
+def _init_worker(context: tuple) -> None:
+    global _JOB_CONTEXT
+    _JOB_CONTEXT = context
+
+
+def _run_job(job: str | None, context: tuple | None = None) -> Any:
+    solver, snapshot, prep, volatile, prices, settings, now_keys = context or _JOB_CONTEXT
+    if job is None:
+        return _scenarios(solver, snapshot, prep, volatile, settings, single=None) if volatile else []
+    return _asset_section(solver, snapshot, prep, job, prices[job], settings, now_keys)
+
+
+def _run_jobs(jobs: list, context: tuple, workers: int | None) -> list:
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = min(len(jobs), workers if workers is not None else (os.cpu_count() or 1))
+    if n <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
+        return [_run_job(j, context) for j in jobs]
+    with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("fork"),
+                             initializer=_init_worker, initargs=(context,)) as pool:
+        futures = [pool.submit(_run_job, j) for j in jobs]
+        return [f.result() for f in futures]
 
 
 def key_figures(report: Mapping[str, Any]) -> dict[str, float | None]:
@@ -319,11 +359,14 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
     volatile = _volatile_assets(snapshot)
     manifest = _manifest(snapshot)
 
-    hf = solver.health_factors(snapshot)
-    now = solver.liquidatable_now(snapshot)
-    market_wide = _scenarios(solver, snapshot, volatile, settings, single=None) if volatile else []
+    prep = solver.prepare(snapshot)   # shared by every call below: the snapshot is read once
+    hf = solver.health_factors(snapshot, prepared=prep)
+    now = solver.liquidatable_now(snapshot, prepared=prep)
     now_keys = set(zip(now["protocol"], now["market"], now["account"]))
-    assets = {a: _asset_section(solver, snapshot, a, prices[a], settings, now_keys) for a in volatile}
+    jobs = [None, *volatile]   # None = the market-wide scenarios
+    results = _run_jobs(jobs, (solver, snapshot, prep, volatile, prices, settings, now_keys), settings.workers)
+    market_wide = results[0] if volatile else []
+    assets = dict(zip(volatile, results[1:]))
 
     nearest = None
     for asset, sec in assets.items():
@@ -352,6 +395,7 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
             "shocks": list(settings.shocks), "modes": list(MODES), "max_shock": settings.max_shock,
             "curve_points": settings.curve_points, "top_accounts": settings.top_accounts,
             "at_risk_shock": settings.at_risk_shock, "reference_shock": REFERENCE_SHOCK,
+            "cliff_shock_tol": settings.cliff_shock_tol,
         },
         "summary": {
             "volatile_assets": volatile,
