@@ -18,6 +18,8 @@ EXIT_OK, EXIT_ALERT, EXIT_ERROR = 0, 1, 2
 def report_cmd(
     rpc_url: Optional[str] = typer.Option(None, "--rpc-url", help="Report on this chain (latest block). Secrets in the URL are redacted everywhere."),
     snapshot: Optional[Path] = typer.Option(None, "--snapshot", help="Report on a snapshot directory (format v1)."),
+    block: Optional[int] = typer.Option(None, "--block", help="With --rpc-url: pin this block instead of the latest."),
+    book: Optional[str] = typer.Option(None, "--book", help="With --rpc-url: address book file or built-in name (chains other than mainnet)."),
     out: Path = typer.Option(Path("reports/latest"), "--out", help="Output directory, replaced atomically."),
     formats: str = typer.Option("md,html,json", "--format", help="Comma-separated: md, html, json."),
     history: Optional[Path] = typer.Option(None, "--history", help="SQLite history: record this run, show changes since the last one [default: history.sqlite beside --out]."),
@@ -26,6 +28,7 @@ def report_cmd(
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for another run holding the history lock (default: fail at once)."),
     curve_points: int = typer.Option(60, "--curve-points", help="Grid points on each cascade curve (cliffs are bisected to full precision whatever the grid)."),
     top: int = typer.Option(10, "--top", help="Rows in the account tables."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes for the per-asset work [default: one per CPU; 1 = serial]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless an alert fires or an error occurs (for cron)."),
 ) -> None:
     """Write the keeper-risk report: liquidatable now, static liquidation levels, cascade curves with
@@ -43,7 +46,7 @@ def report_cmd(
         # Parse everything the user typed before any slow work: a bad rule costs no chain reads.
         rules = parse_rules(alert)
         fmts = parse_formats(formats)
-        settings = ReportSettings(curve_points=curve_points, top_accounts=top)
+        settings = ReportSettings(curve_points=curve_points, top_accounts=top, workers=workers)
         if no_history and history is not None:
             raise InputError("give either --history DB or --no-history, not both")
         if no_history:
@@ -51,7 +54,8 @@ def report_cmd(
         elif history is None:
             history = out.parent / "history.sqlite"
         with tempfile.TemporaryDirectory(prefix="defirisk-report-src-") as work:
-            snap, source, snap_dir = resolve_source(rpc_url=rpc_url, snapshot_dir=snapshot, work_dir=work)
+            snap, source, snap_dir = resolve_source(rpc_url=rpc_url, snapshot_dir=snapshot, work_dir=work,
+                                                     block=block, book=book)
             result = run_report(snap, source, RunOptions(
                 out=out, formats=fmts, history=history, rules=rules, settings=settings, lock_wait_s=lock_wait,
                 include_snapshot=snap_dir, secrets=(rpc_url,) if rpc_url else ()))

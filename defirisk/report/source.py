@@ -16,8 +16,9 @@ from defirisk.report.build import SourceInfo
 DEVNET_LABEL = "embedded default devnet"
 
 
-def _take_chain_snapshot(rpc_url: str | None, out: Path) -> None:
-    """Write a snapshot of `rpc_url` (None = start the default devnet) at the latest block into `out`."""
+def _take_chain_snapshot(rpc_url: str | None, out: Path, block: int | None = None, book: str | None = None) -> None:
+    """Write a snapshot of `rpc_url` (None = start the default devnet) at `block` (None = latest) into
+    `out`; `book` is an address-book file or built-in name (None = the readers' default)."""
     try:
         from defirisk.snapshot_chain import take_snapshot
     except ModuleNotFoundError as exc:
@@ -25,11 +26,13 @@ def _take_chain_snapshot(rpc_url: str | None, out: Path) -> None:
             raise ChainError("chain snapshots are not available in this build (defirisk.snapshot_chain is "
                              "missing); report on a snapshot directory with --snapshot DIR") from None
         raise
-    take_snapshot(rpc_url=rpc_url, block=None, out=out)
+    kwargs = {} if book is None else {"book": book}
+    take_snapshot(rpc_url=rpc_url, block=block, out=out, **kwargs)
 
 
 def resolve_source(*, rpc_url: str | None, snapshot_dir: str | os.PathLike | None,
-                   work_dir: str | os.PathLike) -> tuple[Any, SourceInfo, Path | None]:
+                   work_dir: str | os.PathLike, block: int | None = None,
+                   book: str | None = None) -> tuple[Any, SourceInfo, Path | None]:
     """Load or take the snapshot to report on.
 
     Returns (snapshot, source info with a redacted label, the directory a chain snapshot was written
@@ -40,6 +43,8 @@ def resolve_source(*, rpc_url: str | None, snapshot_dir: str | os.PathLike | Non
     if rpc_url is not None and snapshot_dir is not None:
         raise InputError("give either --rpc-url or --snapshot, not both")
     if snapshot_dir is not None:
+        if block is not None or book is not None:
+            raise InputError("--block and --book apply to chain sources, not to --snapshot")
         d = Path(snapshot_dir)
         if not d.is_dir():
             raise InputError(f"snapshot directory {d}: does not exist or is not a directory")
@@ -47,6 +52,8 @@ def resolve_source(*, rpc_url: str | None, snapshot_dir: str | os.PathLike | Non
     if rpc_url is not None and not str(rpc_url).strip():
         raise InputError("--rpc-url is empty")
     out = Path(work_dir) / "snapshot"
-    _take_chain_snapshot(rpc_url, out)
+    if block is not None and block < 0:
+        raise InputError(f"--block {block}: must be >= 0")
+    _take_chain_snapshot(rpc_url, out, block, book)
     label = redact_url(rpc_url) if rpc_url is not None else DEVNET_LABEL
     return load_snapshot(out), SourceInfo("rpc" if rpc_url else "devnet", label or "", None), out

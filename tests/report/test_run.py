@@ -121,3 +121,25 @@ def test_report_content_two_protocol_cliff(case_dir, tmp_path):
         assert heading in md
     for png in ("WETH_curve.png", "WETH_levels.png", "WETH_scenarios.png", "market_wide_scenarios.png"):
         assert (tmp_path / "r" / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parallel_build_equals_serial(weth_case):
+    """Forked per-asset workers must produce exactly the serial result."""
+    from defirisk.report import build_report
+    snap = load_snapshot(weth_case)
+    src = SourceInfo("snapshot", "x")
+    reports = []
+    for workers in (1, 2):
+        rep = build_report(snap, src, ReportSettings(curve_points=20, workers=workers), generated_at="t")
+        rep.pop("timing")
+        reports.append(rep)
+    assert reports[0] == reports[1]
+    assert reports[0]["assets"]["WETH"]["cliffs"]
+
+
+@pytest.mark.parametrize("kw", [dict(shocks=()), dict(shocks=(0.2, 1.0)), dict(max_shock=1.0), dict(curve_points=5),
+                                dict(workers=0), dict(cliff_shock_tol=0.5), dict(level_range=(0.5, 0.9))])
+def test_settings_validation(kw):
+    from defirisk.errors import InputError
+    with pytest.raises(InputError, match="report settings"):
+        ReportSettings(**kw)
