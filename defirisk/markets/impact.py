@@ -21,6 +21,7 @@ amount-to-price map, so a higher-fee pool takes a slightly larger gross amount f
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -70,6 +71,19 @@ class _VenueCurve:
     def sell(self, state: tuple, x: np.ndarray) -> tuple:
         raise NotImplementedError
 
+    # Scalar twins of rel/amount_to_rel on plain floats (states as tuples of floats): the routed sale
+    # of one amount evaluates them a few dozen times, where numpy's per-call overhead would dominate.
+    # Same float operations as the array versions, so the two agree to the last bit or so.
+    def rel_f(self, st: tuple) -> float:
+        raise NotImplementedError
+
+    def q_f(self, st: tuple, r: float) -> float:
+        raise NotImplementedError
+
+    def breaks_f(self, st: tuple) -> list[float]:
+        """Relative prices below the current one where q_f is not smooth (V3 tick boundaries)."""
+        return []
+
 
 class ConstantProduct(_VenueCurve):
     def __init__(self, base_reserve: float, quote_reserve: float, fee: float):
@@ -100,6 +114,20 @@ class ConstantProduct(_VenueCurve):
             x = -2.0 * c / (b + np.sqrt(b * b - 4.0 * g * c))
         x = np.where(m <= 0, np.inf, x)
         return np.maximum(x, 0.0)
+
+    def rel_f(self, st):
+        return (st[1] / st[0]) / self.m0
+
+    def q_f(self, st, r):
+        B, Q = st
+        m = max(r, 0.0) * self.m0
+        if m <= 0:
+            return math.inf
+        g = self.gamma
+        c = B * B - Q * B / m
+        b = B * (1.0 + g)
+        x = -2.0 * c / (b + math.sqrt(b * b - 4.0 * g * c))  # discriminant = B^2(1-g)^2 + 4gQB/m > 0
+        return x if x > 0.0 else 0.0
 
 
 class UniswapV3(_VenueCurve):
@@ -152,6 +180,9 @@ class UniswapV3(_VenueCurve):
         self.ws = np.array(ws)      # segment k spans ws[k] (top) .. ws[k+1]
         self.Ls = np.array(Ls)      # whole-token liquidity of segment k
         self.A = np.array(A)        # cumulative net whole tokens to reach ws[k]
+        self._ws, self._Ls, self._A = ws, [float(x) for x in Ls], [float(x) for x in A]
+        self._neg_ws = [-x for x in ws]
+        self._r_ticks = [(x / w0) * (x / w0) for x in ws[1:]]  # rel at each segment's lower end
 
     def init_state(self, shape=()):
         return (np.zeros(shape, dtype=float),)
@@ -181,6 +212,30 @@ class UniswapV3(_VenueCurve):
         net = np.where(w < self.ws[-1], np.inf, net)
         return np.maximum((net - state[0]) / self.gamma, 0.0)
 
+    def rel_f(self, st):
+        A, Ls, ws = self._A, self._Ls, self._ws
+        net = min(st[0], A[-1])
+        k = min(max(bisect.bisect_left(A, net) - 1, 0), len(Ls) - 1)
+        L = Ls[k]
+        w = 1.0 / (1.0 / ws[k] + (net - A[k]) / L) if L > 0 else ws[k + 1]
+        x = w / self.w0
+        return x * x
+
+    def q_f(self, st, r):
+        ws = self._ws
+        w = self.w0 * math.sqrt(max(r, 0.0))
+        if w < ws[-1]:
+            return math.inf
+        k = min(max(bisect.bisect_left(self._neg_ws, -w) - 1, 0), len(self._Ls) - 1)
+        if w == 0.0:
+            return math.inf
+        net = self._A[k] + self._Ls[k] * (1.0 / w - 1.0 / ws[k])
+        x = (net - st[0]) / self.gamma
+        return x if x > 0.0 else 0.0
+
+    def breaks_f(self, st):
+        return self._r_ticks
+
 
 class _Parametric(_VenueCurve):
     """Path-independent curve r(q) of the cumulative amount sold."""
@@ -196,6 +251,13 @@ class _Parametric(_VenueCurve):
 
     def amount_to_rel(self, state, r):
         return np.maximum(self.q_of_r(np.asarray(r, dtype=float)) - state[0], 0.0)
+
+    def rel_f(self, st):
+        return float(self.r_of_q(np.float64(st[0])))
+
+    def q_f(self, st, r):
+        x = float(self.q_of_r(np.float64(r))) - st[0]
+        return x if x > 0.0 else 0.0
 
 
 class Linear(_Parametric):
@@ -289,7 +351,76 @@ class AssetCurve:
             raise InputError(f"sale of {self.symbol}: amount must be finite and >= 0")
         if len(self.venues) == 1:
             return (self.venues[0].sell(state[0], x),), [x]
-        # Bisection on the common relative price r: sum_v amount_v(r) is non-increasing in r.
+        if x.ndim == 0 and all(np.ndim(a) == 0 for st in state for a in st):
+            parts = [np.float64(q) for q in self._route_f(state, float(x))]
+            return tuple(v.sell(s, q) for v, s, q in zip(self.venues, state, parts)), parts
+        return self._route_bisect(state, x)
+
+    def _route_f(self, state: tuple, x: float) -> list[float]:
+        """Per-venue amounts of one routed sale of x tokens: all venues end at the common relative price
+        r* with F(r*) = x, F(r) = sum_v q_v(r) (continuous, non-increasing). F is smooth between the
+        break points (venues' current prices, V3 tick boundaries), so r* is bracketed by a binary search
+        over the break points and then solved inside one smooth segment by Illinois regula falsi to the
+        same 1e-15 relative width the bisection uses; the parts are taken at the bracket's upper end
+        (F <= x there) and the rounding remainder goes to the largest part, exactly as _route_bisect."""
+        sts = [tuple(float(a) for a in s) for s in state]
+        vs = self.venues
+
+        def F(r: float) -> float:
+            return sum(v.q_f(s, r) for v, s in zip(vs, sts))
+
+        rels = [v.rel_f(s) for v, s in zip(vs, sts)]
+        top = max(max(rels), MIN_REL)
+        pts = {top, MIN_REL}
+        for v, s, rv in zip(vs, sts, rels):
+            if MIN_REL < rv < top:
+                pts.add(rv)
+            pts.update(b for b in v.breaks_f(s) if MIN_REL < b < top)
+        pts = sorted(pts, reverse=True)   # pts[0] = top (F = 0) ... pts[-1] = MIN_REL (F largest)
+        fmin = F(MIN_REL)
+        if not fmin > x:
+            hi = MIN_REL                   # even the floor does not absorb x: stop at the floor
+        else:
+            a, b = 0, len(pts) - 1         # invariant: F(pts[a]) <= x < F(pts[b])
+            fa, fb = F(pts[0]), fmin
+            if fa > x:                     # cannot happen for x >= 0 (F(top) = 0); guard anyway
+                a = b = 0
+            while b - a > 1:
+                m = (a + b) // 2
+                fm = F(pts[m])
+                if fm > x:
+                    b, fb = m, fm
+                else:
+                    a, fa = m, fm
+            hi = pts[a] if b != a else top
+            lo = pts[b]
+            ghi, glo = fa - x, fb - x        # ghi <= 0 < glo; F decreasing in r
+            side = 0
+            for _ in range(_BISECT_STEPS):
+                if hi - lo <= 1e-15 * max(hi, 1e-300) or ghi == 0.0:
+                    break
+                m = hi - ghi * (hi - lo) / (ghi - glo)
+                if not (lo < m < hi):
+                    m = 0.5 * (lo + hi)
+                gm = F(m) - x
+                if gm > 0.0:
+                    lo, glo = m, gm
+                    if side == -1:
+                        ghi *= 0.5          # Illinois: the stale end's value is halved
+                    side = -1
+                else:
+                    hi, ghi = m, gm
+                    if side == 1:
+                        glo *= 0.5
+                    side = 1
+        parts = [min(v.q_f(s, hi), x) for v, s in zip(vs, sts)]
+        rest = x - sum(parts)
+        j = max(range(len(parts)), key=lambda i: (parts[i], -i))  # first largest, as np.argmax
+        parts[j] += rest
+        return parts
+
+    def _route_bisect(self, state: tuple, x: np.ndarray) -> tuple[tuple, list[np.ndarray]]:
+        """Vectorised routed sale (arrays of amounts): bisection on the common relative price r."""
         hi = self.rel(state) * np.ones_like(x)
         lo = np.full_like(hi, MIN_REL)
         for _ in range(_BISECT_STEPS):

@@ -38,6 +38,7 @@ def _version_tuple(raw) -> tuple[int, int]:
 
 class AaveV3(Rule):
     protocol = "aave-v3"
+    independent = True
 
     def __init__(self, market: MarketParams, symbols: tuple[str, ...]):
         super().__init__(market, symbols)

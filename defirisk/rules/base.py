@@ -69,6 +69,9 @@ class Rule:
     """Base class of a protocol family's liquidation rule for one market."""
 
     protocol: str = ""
+    # True when an account's liquidation depends only on its own row and the prices (no pool, TCR or
+    # redistribution shared between accounts): the solver may then run a rule on a subset of rows.
+    independent: bool = False
 
     def __init__(self, market: MarketParams, symbols: tuple[str, ...]):
         self.market = market
@@ -105,6 +108,14 @@ class Rule:
 
     def check_book(self, coll: np.ndarray, debt: np.ndarray, accounts: np.ndarray) -> None:
         """Reject positions the protocol cannot hold (named by account and asset)."""
+
+    def subset(self, state: BookState, rows: np.ndarray) -> BookState:
+        """The book restricted to `rows` (ascending): per-account arrays in `extra` (first axis = accounts)
+        are sliced with them. Only meaningful for `independent` rules."""
+        n = len(state.coll)
+        extra = {k: (v[rows] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n else v)
+                 for k, v in state.extra.items()}
+        return BookState(state.coll[rows], state.debt[rows], extra)
 
     def init_extra(self, emode: np.ndarray) -> dict:
         """Protocol state at the start (per-account parameters, pools); `emode` = account e-mode ids."""

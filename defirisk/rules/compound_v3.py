@@ -17,6 +17,7 @@ from defirisk.rules.base import BookState, Events, Rule, Step
 
 class CompoundV3(Rule):
     protocol = "compound-v3"
+    independent = True
 
     def __init__(self, market, symbols):
         super().__init__(market, symbols)

@@ -24,6 +24,7 @@ from defirisk.rules.base import BookState, Events, Rule, Step
 
 class Maker(Rule):
     protocol = "maker"
+    independent = True  # hole/Hole room is per call; barking one urn never changes another's ratio
 
     def __init__(self, market, symbols):
         super().__init__(market, symbols)

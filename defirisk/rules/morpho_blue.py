@@ -25,6 +25,7 @@ def incentive_factor(lltv: float) -> float:
 
 class MorphoBlue(Rule):
     protocol = "morpho-blue"
+    independent = True
 
     def __init__(self, market: MarketParams, symbols):
         super().__init__(market, symbols)

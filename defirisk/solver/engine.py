@@ -2,6 +2,7 @@
 mix of protocols, assets and venues (docs/model.md has the equations)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -213,26 +214,42 @@ def settle_at(prep: Prepared, prices: np.ndarray) -> tuple[np.ndarray, list[tupl
     sold = np.zeros(len(prep.symbols))
     out = []
     for b in prep.books:
-        st = b.state0
-        evs = []
-        for _ in range(MAX_CALLS_PER_PRICE):
-            step = b.rule.liquidate(st, prices, prices, {})
-            if not len(step.events):
-                break
-            st = step.state
-            evs.append(step.events)
-        else:
-            raise ConvergenceError(f"equilibrium: {b.protocol}/{b.market} still liquidatable after {MAX_CALLS_PER_PRICE} calls at one price")
-        ev = Events.concat(evs)
-        np.add.at(sold, ev.coll_asset, ev.sold)
+        ev = _settle_book(b, prices)
+        if len(ev):
+            np.add.at(sold, ev.coll_asset, ev.sold)
         out.append((b, ev))
     return sold, out
+
+
+def _settle_book(b: Book, prices: np.ndarray) -> Events:
+    st = b.state0
+    rows = None
+    if b.rule.independent:
+        # At fixed prices an account that is not liquidatable now never becomes so (nothing else in
+        # the book can change its row): run the calls on the liquidatable rows only.
+        rows = np.flatnonzero(b.rule.liquidatable(st, prices))
+        if len(rows) == 0:
+            return Events.empty()
+        st = b.rule.subset(st, rows)
+    evs = []
+    for _ in range(MAX_CALLS_PER_PRICE):
+        step = b.rule.liquidate(st, prices, prices, {})
+        if not len(step.events):
+            break
+        st = step.state
+        evs.append(step.events)
+    else:
+        raise ConvergenceError(f"equilibrium: {b.protocol}/{b.market} still liquidatable after {MAX_CALLS_PER_PRICE} calls at one price")
+    ev = Events.concat(evs)
+    if rows is not None and len(ev):
+        ev = dataclasses.replace(ev, account=rows[ev.account])
+    return ev
 
 
 def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> CascadeResult:
     states0, p_hat, sale_rows = apply_shock(prep, s)
     p = p_hat.copy()
-    first_seen: dict[tuple[int, str], int] = {}
+    first_seen = [np.zeros(len(b.accounts), dtype=np.int64) for b in prep.books]  # 0 = not yet liquidated
     it = 0
     while True:
         it += 1
@@ -240,8 +257,9 @@ def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) 
             raise ConvergenceError(f"equilibrium: no fixed point within max_rounds={max_rounds} iterations (tol={tol})")
         sold, evs = settle_at(prep, p)
         for bi, (b, ev) in enumerate(evs):
-            for a in np.unique(ev.account):
-                first_seen.setdefault((bi, int(a)), it)
+            if len(ev):
+                f = first_seen[bi]
+                f[ev.account[f[ev.account] == 0]] = it
         p_new = p_hat.copy()
         for j, c in prep.curves.items():
             if sold[j] > 0:
@@ -258,7 +276,8 @@ def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) 
     liq_parts = []
     for bi, (b, ev) in enumerate(evs):
         if len(ev):
-            rnd = np.array([first_seen.get((bi, int(a)), it) for a in ev.account], dtype=np.int64)
+            f = first_seen[bi][ev.account]
+            rnd = np.where(f > 0, f, it)
             liq_parts.append(_event_rows(b, ev, rnd, prep.symbols))
     end = p_hat.copy()
     states = dict(states0)
