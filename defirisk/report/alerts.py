@@ -135,6 +135,9 @@ def required_shocks(rules: Sequence[Rule]) -> set[float]:
 def check_assets(rules: Sequence[Rule], volatile_assets: Sequence[str]) -> None:
     """Raise InputError for a rule naming an asset the report has no curve or scenario for."""
     for r in rules:
+        if r.metric in ("bad_debt_at", "liquidated_at") and not volatile_assets:
+            raise InputError(f"alert rule {r.text!r}: this snapshot has no volatile asset (no venue in "
+                             "venues.json), so there is nothing to shock")
         if r.asset is not None and r.asset not in volatile_assets:
             raise InputError(f"alert rule {r.text!r}: asset {r.asset!r} is not a volatile asset of this "
                              f"snapshot (volatile: {', '.join(volatile_assets) or 'none'})")

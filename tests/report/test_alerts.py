@@ -40,6 +40,9 @@ def test_required_shocks_and_assets():
     rules = parse_rules(["bad_debt_at[0.25]>1", "liquidated_at[0.2]@WETH>1", "cliff_within=0.4"])
     assert required_shocks(rules) == {0.25, 0.2}
     check_assets(rules, ["WETH"])
+    with pytest.raises(InputError, match="no volatile asset"):
+        check_assets(parse_rules(["bad_debt_at[0.2]>0"]), [])
+    check_assets(parse_rules(["cliff_within=0.1", "liquidatable_now>0"]), [])
     with pytest.raises(InputError, match="asset 'WBTC' is not a volatile asset"):
         check_assets(parse_rules(["cliff_within@WBTC=0.1"]), ["WETH"])
 
