@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -119,6 +120,8 @@ def test_report_content_two_protocol_cliff(case_dir, tmp_path):
     for heading in ("[NOW] Liquidatable now", "[STATIC] WETH: Liquidation levels (static)",
                     "[CASCADE] WETH: Cascade outcome (with feedback)", "![WETH cascade curve with cliffs](plots/WETH_curve.png)"):
         assert heading in md
+    links = re.findall(r"!\[[^\]]*\]\((plots/[^)]+)\)", md)
+    assert len(links) == 10 and all((tmp_path / "r" / link).is_file() for link in links)
     for png in ("WETH_curve.png", "WETH_levels.png", "WETH_scenarios.png", "market_wide_scenarios.png"):
         assert (tmp_path / "r" / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
