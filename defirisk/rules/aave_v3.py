@@ -134,16 +134,48 @@ class AaveV3(Rule):
         if not mask.any():
             return Step(state, Events.empty())
         rows = np.flatnonzero(mask)
-        lt, lb = state.extra["lt"][rows], state.extra["lb"][rows]
         C, D = state.coll[rows], state.debt[rows]
+        lt, lb = state.extra["lt"][rows], state.extra["lb"][rows]
+        C2, D2, ev = self._call(C, D, lt, lb, oracle, self._hf_weights(C, D, oracle, lt)[0])
+        coll, debt = state.coll.copy(), state.debt.copy()
+        coll[rows], debt[rows] = C2, D2
+        return Step(state.evolve(coll=coll, debt=debt), ev.take(rows))
+
+    def settle(self, state: BookState, prices, max_calls: int) -> Events | None:
+        """Calls at fixed prices until none is liquidatable, as repeated `liquidate` would do, but each
+        call only looks at the rows the previous call liquidated (the others cannot change)."""
+        lt_all, lb_all = state.extra["lt"], state.extra["lb"]
+        wc, wd = self._hf_weights(state.coll, state.debt, prices, lt_all)
+        usable = ((state.coll > 0) & (lt_all > 0)).any(axis=1)
+        rows = np.flatnonzero((wd > 0) & (wc < wd) & usable)
+        if len(rows) == 0:
+            return Events.empty()
+        C, D, lt, lb = state.coll[rows], state.debt[rows], lt_all[rows], lb_all[rows]
+        wc = wc[rows]
+        evs = []
+        for _ in range(max_calls):
+            C, D, ev = self._call(C, D, lt, lb, prices, wc)
+            if not len(ev):
+                return Events.concat(evs)
+            evs.append(ev.take(rows))
+            wc, wd = self._hf_weights(C, D, prices, lt)
+            keep = (wd > 0) & (wc < wd) & ((C > 0) & (lt > 0)).any(axis=1)
+            if not keep.any():
+                return Events.concat(evs)
+            if not keep.all():
+                rows, C, D, lt, lb, wc = rows[keep], C[keep], D[keep], lt[keep], lb[keep], wc[keep]
+        return None
+
+    def _call(self, C, D, lt, lb, oracle, wc):
+        """One liquidationCall on every given row (all liquidatable; `wc` = their `_hf_weights`
+        collateral side). Returns the rows' new (coll, debt) and the events with row-local indices."""
         cval = C * oracle * (lt > 0)
         dval = D * oracle
-        total_coll_usd = (C * oracle).sum(axis=1)
         total_debt = dval.sum(axis=1)
-        hf = self._hf_weights(C, D, oracle, lt)[0] / total_debt
+        hf = wc / total_debt
         d = np.argmax(dval, axis=1)
         c = np.argmax(cval, axis=1)
-        r = np.arange(len(rows))
+        r = np.arange(len(C))
         pd_, pc = oracle[d], oracle[c]
         debt_res, coll_bal = D[r, d], C[r, c]
         LB = lb[r, c]
@@ -174,12 +206,10 @@ class AaveV3(Rule):
         no_coll = C2.sum(axis=1) <= 0
         bad = np.where(no_coll, (D2 * oracle).sum(axis=1), 0.0)
         D2[no_coll] = 0.0
-        coll, debt = state.coll.copy(), state.debt.copy()
-        coll[rows], debt[rows] = C2, D2
         did = seized > 0
-        ev = Events(rows[did], c[did], seized[did], sold[did], d[did], repay[did], (seized * pc)[did],
+        ev = Events(r[did], c[did], seized[did], sold[did], d[did], repay[did], (seized * pc)[did],
                     (repay * pd_)[did], bad[did])
-        return Step(state.evolve(coll=coll, debt=debt), ev)
+        return C2, D2, ev
 
     @staticmethod
     def _seize(repay, pd_, pc, LB, coll_bal):

@@ -58,6 +58,10 @@ class Events:
     def __len__(self) -> int:
         return len(self.account)
 
+    def take(self, rows: np.ndarray) -> "Events":
+        """The same events with `account` mapped through `rows` (subset row -> book row)."""
+        return replace(self, account=rows[self.account])
+
 
 @dataclass(frozen=True, eq=False)
 class Step:
@@ -139,6 +143,27 @@ class Rule:
         """One round: every liquidatable account gets (at most) one liquidation call.
         `oracle` = prices the protocol sees, `market` = prices a keeper trades at."""
         raise NotImplementedError
+
+    def settle(self, state: BookState, prices: np.ndarray, max_calls: int) -> Events | None:
+        """Liquidation calls at fixed prices (oracle = market = `prices`) until none is liquidatable:
+        the events of all calls in call order, or None if still liquidatable after `max_calls` calls.
+        Independent rules run on the liquidatable rows only (at fixed prices an account that is not
+        liquidatable now never becomes so: nothing else in the book can change its row)."""
+        rows = None
+        if self.independent:
+            rows = np.flatnonzero(self.liquidatable(state, prices))
+            if len(rows) == 0:
+                return Events.empty()
+            state = self.subset(state, rows)
+        evs = []
+        for _ in range(max_calls):
+            step = self.liquidate(state, prices, prices, {})
+            if not len(step.events):
+                ev = Events.concat(evs)
+                return ev.take(rows) if rows is not None and len(ev) else ev
+            state = step.state
+            evs.append(step.events)
+        return None
 
     def round_end(self, shared: dict) -> None:
         """Called once after every round (e.g. Maker auctions settle and free hole room)."""

@@ -24,7 +24,8 @@ import pandas as pd
 from defirisk.errors import ConvergenceError, InputError
 from defirisk.model import Snapshot
 from defirisk.rules.aave_v3 import CLOSE_FACTOR_HF
-from defirisk.solver.engine import Prepared, apply_shock, prepare, run_equilibrium, run_sequential, resolve_shocks
+from defirisk.solver.engine import (Prepared, apply_shock, equilibrium_totals, prepare, resolve_shocks, run_equilibrium,
+                                   run_sequential)
 from defirisk.solver.result import Cliff, CurveResult
 
 NCOEF = 6  # a, b (sold = a + b/p), c, d (usd = c*p + d), e, f (bad = e + f*p)
@@ -283,12 +284,20 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
         iters = 0
         rows = []
         for s in shocks:
+            if mode == "equilibrium":   # no result tables: only the curve's four numbers are needed
+                ph, pe, it, u, b = equilibrium_totals(prep, resolve_shocks(prep, {asset: float(s)}, betas), 10_000, 1e-12)
+                rows.append((ph[j], pe[j], u, b))
+                iters += it
+                continue
             r = _general(prep, asset, s, mode, betas)
             iters += r.iterations
             rows.append((r.shocked_prices[asset], r.end_prices[asset], r.totals.liquidated_collateral_usd, r.totals.bad_debt_usd))
         p_hat, end, usd, bad = (np.array(c) for c in zip(*rows))
 
         def end_at(s: float) -> float:
+            if mode == "equilibrium":
+                sv = resolve_shocks(prep, {asset: float(s)}, betas)
+                return float(equilibrium_totals(prep, sv, 10_000, 1e-12, outcome=False)[1][j])
             return _general(prep, asset, s, mode, betas).end_prices[asset]
     curve = pd.DataFrame({"shock": shocks, "shocked_price": p_hat, "end_price": end,
                           "liquidated_collateral_usd": usd, "bad_debt_usd": bad})

@@ -2,7 +2,6 @@
 mix of protocols, assets and venues (docs/model.md has the equations)."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -222,31 +221,27 @@ def settle_at(prep: Prepared, prices: np.ndarray) -> tuple[np.ndarray, list[tupl
 
 
 def _settle_book(b: Book, prices: np.ndarray) -> Events:
-    st = b.state0
-    rows = None
-    if b.rule.independent:
-        # At fixed prices an account that is not liquidatable now never becomes so (nothing else in
-        # the book can change its row): run the calls on the liquidatable rows only.
-        rows = np.flatnonzero(b.rule.liquidatable(st, prices))
-        if len(rows) == 0:
-            return Events.empty()
-        st = b.rule.subset(st, rows)
-    evs = []
-    for _ in range(MAX_CALLS_PER_PRICE):
-        step = b.rule.liquidate(st, prices, prices, {})
-        if not len(step.events):
-            break
-        st = step.state
-        evs.append(step.events)
-    else:
+    ev = b.rule.settle(b.state0, prices, MAX_CALLS_PER_PRICE)
+    if ev is None:
         raise ConvergenceError(f"equilibrium: {b.protocol}/{b.market} still liquidatable after {MAX_CALLS_PER_PRICE} calls at one price")
-    ev = Events.concat(evs)
-    if rows is not None and len(ev):
-        ev = dataclasses.replace(ev, account=rows[ev.account])
     return ev
 
 
-def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> CascadeResult:
+@dataclass(frozen=True, eq=False)
+class FixedPoint:
+    """The monotone iteration's outcome before any tables are built."""
+
+    states0: dict          # venue states right after the shock
+    p_hat: np.ndarray      # shocked prices
+    p: np.ndarray          # end prices (the greatest fixed point below p_hat, to tol)
+    iterations: int
+    first_seen: list       # per book: iteration at which each account was first liquidated (0 = never)
+    sale_rows: list        # the shock's sale rows
+    settled: tuple | None  # settle_at(p) when the last iteration already evaluated it at exactly p
+
+
+def fixed_point(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> FixedPoint:
+    """p_{k+1} = min(p_k, V(S(p_k))) from p_0 = p_hat until |p_{k+1} - p_k| <= tol p_k."""
     states0, p_hat, sale_rows = apply_shock(prep, s)
     p = p_hat.copy()
     first_seen = [np.zeros(len(b.accounts), dtype=np.int64) for b in prep.books]  # 0 = not yet liquidated
@@ -269,14 +264,21 @@ def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) 
             raise ConvergenceError("equilibrium: NaN price")
         p_new = np.minimum(p, p_new)  # monotone from above: never step back up
         done = np.all(np.abs(p_new - p) <= tol * p)
+        same = np.array_equal(p_new, p)
         p = p_new
         if done:
-            break
-    sold, evs = settle_at(prep, p)
+            # S is a function of p alone: when the last step did not move p, S(p) is already known
+            return FixedPoint(states0, p_hat, p, it, first_seen, sale_rows, (sold, evs) if same else None)
+
+
+def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> CascadeResult:
+    fp = fixed_point(prep, s, max_rounds, tol)
+    p, p_hat, it, states0, sale_rows = fp.p, fp.p_hat, fp.iterations, fp.states0, fp.sale_rows
+    sold, evs = fp.settled or settle_at(prep, p)
     liq_parts = []
     for bi, (b, ev) in enumerate(evs):
         if len(ev):
-            f = first_seen[bi][ev.account]
+            f = fp.first_seen[bi][ev.account]
             rnd = np.where(f > 0, f, it)
             liq_parts.append(_event_rows(b, ev, rnd, prep.symbols))
     end = p_hat.copy()
@@ -284,6 +286,24 @@ def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) 
     _sell_round(prep, states, end, sold, 1, "liquidation", sale_rows, base_states=states0)
     return _finish(prep, "equilibrium", s, p_hat, p, it, it, liq_parts, sale_rows,
                    {"tol": tol, "round_meaning": "iteration of the monotone sequence at which the account was first liquidated"})
+
+
+def equilibrium_totals(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float, *, outcome: bool = True):
+    """(shocked prices, end prices, iterations, liquidated collateral USD, bad debt USD) of the
+    equilibrium without building the result tables (the curve's inner loop). The USD figures are the
+    sums `solve(...).totals` reports (same events, same order); with outcome=False they are NaN."""
+    fp = fixed_point(prep, s, max_rounds, tol)
+    usd = bad = math.nan
+    if outcome:
+        _, evs = fp.settled or settle_at(prep, fp.p)
+        evs = [ev for _, ev in evs if len(ev)]
+        usd = float(np.concatenate([ev.seized_usd for ev in evs]).sum()) if evs else 0.0
+        bad = float(np.concatenate([ev.bad_debt_usd for ev in evs]).sum()) if evs else 0.0
+        if not (math.isfinite(usd) and math.isfinite(bad)):
+            raise ConvergenceError("equilibrium: non-finite liquidation totals (NaN guard)")
+    if not np.isfinite(fp.p).all():
+        raise ConvergenceError("equilibrium: non-finite end price")
+    return fp.p_hat, fp.p, fp.iterations, usd, bad
 
 
 def solve(snapshot: Snapshot, shocks: Mapping[str, float], mode: str = "sequential", *, betas: Mapping[str, float] | None = None,
