@@ -22,13 +22,13 @@ def report_cmd(
     book: Optional[str] = typer.Option(None, "--book", help="With --rpc-url: address book file or built-in name (chains other than mainnet)."),
     out: Path = typer.Option(Path("reports/latest"), "--out", help="Output directory, replaced atomically."),
     formats: str = typer.Option("md,html,json", "--format", help="Comma-separated: md, html, json."),
-    history: Optional[Path] = typer.Option(None, "--history", help="SQLite history: record this run, show changes since the last one [default: history.sqlite beside --out]."),
+    history: Optional[Path] = typer.Option(None, "--history", help="SQLite history: record this run, show changes since the last one (default: history.sqlite beside --out)."),
     no_history: bool = typer.Option(False, "--no-history", help="Do not read or write any history."),
     alert: List[str] = typer.Option([], "--alert", help="Alert rule, repeatable, e.g. 'cliff_within=0.15', 'bad_debt_at[0.2]>1e6' (docs/report.md)."),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="Seconds to wait for another run holding the history lock (default: fail at once)."),
     curve_points: int = typer.Option(60, "--curve-points", help="Grid points on each cascade curve (cliffs are bisected to full precision whatever the grid)."),
     top: int = typer.Option(10, "--top", help="Rows in the account tables."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Processes for the per-asset work [default: one per CPU; 1 = serial]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes for the per-asset work (default: one per CPU; 1 = serial)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless an alert fires or an error occurs (for cron)."),
 ) -> None:
     """Write the keeper-risk report: liquidatable now, static liquidation levels, cascade curves with
