@@ -223,13 +223,27 @@ class Compiled:
         return ps
 
 
-def _cliff_details_compiled(comp: Compiled, s_lo: float, s_hi: float, before: float, after: float):
+def _batched_values(requests: list[tuple[PieceTable, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """PieceTable.values for several (table, prices) requests with ONE pass over each distinct table
+    (a pass costs O(pieces); the number of prices hardly matters)."""
+    out: list = [None] * len(requests)
+    groups: dict[int, list[int]] = {}
+    for i, (t, _) in enumerate(requests):
+        groups.setdefault(id(t), []).append(i)
+    for idx in groups.values():
+        t = requests[idx[0]][0]
+        usd, bad = t.values(np.concatenate([requests[i][1] for i in idx]))
+        cut = np.cumsum([len(requests[i][1]) for i in idx])[:-1]
+        for i, u, b in zip(idx, np.split(usd, cut), np.split(bad, cut)):
+            out[i] = (u, b)
+    return out
+
+
+def _cliff_details_compiled(comp: Compiled, prices: np.ndarray, usd: dict[str, np.ndarray]):
     """Order and attribution along the monotone sequence p_0 > p_1 > ... of the shock just past the
-    cliff: protocols whose liquidated value grows at step k were pushed by those that grew at k-1
-    (step 1 by the shock), shared in proportion to the pushers' growth."""
-    path = comp.path(s_hi)
-    prices = np.array([before] + path)
-    usd = {pr: comp.tables[pr].values(prices)[0] for pr in comp.protocols}  # one pass per protocol
+    cliff (`prices` = [end price before the cliff, p_0, p_1, ...]; `usd` = each protocol's liquidated
+    USD at those prices): protocols whose liquidated value grows at step k were pushed by those that
+    grew at k-1 (step 1 by the shock), shared in proportion to the pushers' growth."""
     order, merged, prev_growth = [], {}, {"shock": 1.0}
     for k in range(1, len(prices)):
         growth = {pr: usd[pr][k] - usd[pr][k - 1] for pr in comp.protocols
@@ -276,7 +290,7 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
         raise InputError("this snapshot cannot be compiled for a fast curve (see docs/model.md); use method='general'")
     if comp is not None:
         p_hat, end, iters = comp.solve(shocks)
-        usd, bad = comp.outcome(end)
+        usd = bad = None  # evaluated below together with the cliffs' prices, in one pass over the pieces
 
         def end_at(s: float) -> float:
             return float(comp.solve(np.array([s]))[1][0])
@@ -299,8 +313,6 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
                 sv = resolve_shocks(prep, {asset: float(s)}, betas)
                 return float(equilibrium_totals(prep, sv, 10_000, 1e-12, outcome=False)[1][j])
             return _general(prep, asset, s, mode, betas).end_prices[asset]
-    curve = pd.DataFrame({"shock": shocks, "shocked_price": p_hat, "end_price": end,
-                          "liquidated_collateral_usd": usd, "bad_debt_usd": bad})
     p0 = prep.p0[j]
     cliffs = []
     excess = (end[:-1] - end[1:]) - (p_hat[:-1] - p_hat[1:])
@@ -326,11 +338,27 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
                 lo, e_lo = mid, e_mid
         if e_lo - e_hi - p0 * (hi - lo) > min_jump * p0:
             found.append((lo, hi, e_lo, e_hi))
-    for lo, hi, e_lo, e_hi in sorted(found):
+    found = sorted(found)
+    if comp is not None:
+        paths = [np.array([e_lo] + comp.path(hi)) for lo, hi, e_lo, e_hi in found]
+        if comp.total is None:
+            usd, bad = comp.outcome(end)
+            per_cliff = [(np.zeros(1), np.zeros(1))] * len(found)
+            path_usd = [{} for _ in found]
+        else:
+            reqs = [(comp.total, end)] + [(comp.total, np.array([f[3]])) for f in found]
+            reqs += [(comp.tables[pr], path) for path in paths for pr in comp.protocols]
+            vals = _batched_values(reqs)
+            usd, bad = vals[0]
+            per_cliff = vals[1:1 + len(found)]
+            rest = iter(vals[1 + len(found):])
+            path_usd = [{pr: next(rest)[0] for pr in comp.protocols} for _ in paths]
+    curve = pd.DataFrame({"shock": shocks, "shocked_price": p_hat, "end_price": end,
+                          "liquidated_collateral_usd": usd, "bad_debt_usd": bad})
+    for ci, (lo, hi, e_lo, e_hi) in enumerate(found):
         if comp is not None:
-            u_hi, b_hi = comp.outcome(np.array([e_hi]))
-            protos, attr = _cliff_details_compiled(comp, lo, hi, e_lo, e_hi)
-            usd_hi, bad_hi = float(u_hi[0]), float(b_hi[0])
+            protos, attr = _cliff_details_compiled(comp, paths[ci], path_usd[ci])
+            usd_hi, bad_hi = float(per_cliff[ci][0][0]), float(per_cliff[ci][1][0])
         else:
             r_lo, r_hi = _general(prep, asset, lo, mode, betas), _general(prep, asset, hi, mode, betas)
             protos, attr = _cliff_details_general(r_lo, r_hi)
