@@ -109,7 +109,7 @@ def take_snapshot(rpc_url: str | None = None, block: int | None = None,
     if rpc_url is None:
         from defirisk.devnet import running_devnet
 
-        with running_devnet(scenario) as dn:
+        with running_devnet(scenario, log=(lambda msg: progress(msg, 1, 1)) if progress else None) as dn:
             return take_snapshot(dn.rpc_url, block, protos, out, book if book is not None else dn.book,
                                  progress, cache=cache, positions_format=positions_format)
     progress = progress or _quiet

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from defirisk.cli import app
+from defirisk.cli.progress import StageProgress
 from defirisk.errors import DefiriskError, InputError
 from defirisk.redact import scrub
 
@@ -54,11 +55,12 @@ def report_cmd(
         elif history is None:
             history = out.parent / "history.sqlite"
         with tempfile.TemporaryDirectory(prefix="defirisk-report-src-") as work:
+            progress = StageProgress(quiet)
             snap, source, snap_dir = resolve_source(rpc_url=rpc_url, snapshot_dir=snapshot, work_dir=work,
-                                                     block=block, book=book)
+                                                     block=block, book=book, progress=progress)
             result = run_report(snap, source, RunOptions(
                 out=out, formats=fmts, history=history, rules=rules, settings=settings, lock_wait_s=lock_wait,
-                include_snapshot=snap_dir, secrets=(rpc_url,) if rpc_url else ()))
+                include_snapshot=snap_dir, secrets=(rpc_url,) if rpc_url else (), progress=progress))
     except DefiriskError as exc:
         typer.echo(f"error: {scrub(str(exc), rpc_url)}", err=True)
         raise typer.Exit(EXIT_ERROR)

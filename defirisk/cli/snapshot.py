@@ -11,32 +11,9 @@ from typing import Optional
 import typer
 
 from defirisk.cli import app
+from defirisk.cli.progress import StageProgress
 from defirisk.errors import DefiriskError
 from defirisk.redact import scrub
-
-
-class _Progress:
-    """Stage progress on stderr: a rewritten line on a terminal, one line per stage otherwise."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.stage = None
-        self.last = 0.0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        if self.tty:
-            if stage != self.stage or done >= total or now - self.last > 0.2:
-                end = "\n" if done >= total else ""
-                sys.stderr.write(f"\r{stage}: {done}/{total}{end}")
-                sys.stderr.flush()
-                self.last = now
-        elif done >= total:
-            sys.stderr.write(f"{stage}: {done}/{total}\n")
-        self.stage = stage
 
 
 @app.command("snapshot")
@@ -65,7 +42,7 @@ def snapshot_cmd(
     from defirisk.snapshot_chain import take_snapshot
 
     try:
-        run = take_snapshot(rpc_url, block, protocols, out, book, _Progress(quiet), cache=not no_cache,
+        run = take_snapshot(rpc_url, block, protocols, out, book, StageProgress(quiet), cache=not no_cache,
                             positions_format=positions_format, scenario=scenario)
     except DefiriskError as exc:
         typer.echo(f"error: {scrub(str(exc), rpc_url)}", err=True)

@@ -302,18 +302,31 @@ def _run_job(job: str | None, context: tuple | None = None) -> Any:
     return _asset_section(solver, snapshot, prep, job, prices[job], settings, now_keys)
 
 
-def _run_jobs(jobs: list, context: tuple, workers: int | None) -> list:
+def _job_name(job: str | None) -> str:
+    return "market-wide shocks" if job is None else f"{job}: levels, curve, cliffs, shocks"
+
+
+def _run_jobs(jobs: list, context: tuple, workers: int | None, progress=None) -> list:
     import multiprocessing as mp
     import os
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    say = progress or (lambda stage, done, total: None)
     n = min(len(jobs), workers if workers is not None else (os.cpu_count() or 1))
     if n <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
-        return [_run_job(j, context) for j in jobs]
+        out = []
+        for i, j in enumerate(jobs):
+            out.append(_run_job(j, context))
+            say(f"solved {_job_name(j)}", i + 1, len(jobs))
+        return out
     with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("fork"),
                              initializer=_init_worker, initargs=(context,)) as pool:
-        futures = [pool.submit(_run_job, j) for j in jobs]
-        return [f.result() for f in futures]
+        futures = {pool.submit(_run_job, j): i for i, j in enumerate(jobs)}
+        results: list = [None] * len(jobs)
+        for done, f in enumerate(as_completed(futures), 1):
+            results[futures[f]] = f.result()
+            say(f"solved {_job_name(jobs[futures[f]])}", done, len(jobs))
+        return results
 
 
 def key_figures(report: Mapping[str, Any]) -> dict[str, float | None]:
@@ -348,9 +361,11 @@ def history_scope(report: Mapping[str, Any]) -> str:
 
 
 def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | None = None, *,
-                 previous: PreviousRun | None = None, generated_at: str | None = None) -> dict[str, Any]:
+                 previous: PreviousRun | None = None, generated_at: str | None = None,
+                 progress=None) -> dict[str, Any]:
     """Compute the whole report for `snapshot`. Returns the JSON-ready report dict (no alerts yet:
-    `defirisk.report.run` evaluates them on this dict and adds the `alerts` section)."""
+    `defirisk.report.run` evaluates them on this dict and adds the `alerts` section).
+    `progress(stage, done, total)`, if given, hears each solved asset section."""
     from defirisk import solver  # imported here: the report package must import without the solver
 
     settings = settings or ReportSettings()
@@ -364,7 +379,8 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
     now = solver.liquidatable_now(snapshot, prepared=prep)
     now_keys = set(zip(now["protocol"], now["market"], now["account"]))
     jobs = [None, *volatile]   # None = the market-wide scenarios
-    results = _run_jobs(jobs, (solver, snapshot, prep, volatile, prices, settings, now_keys), settings.workers)
+    results = _run_jobs(jobs, (solver, snapshot, prep, volatile, prices, settings, now_keys), settings.workers,
+                        progress)
     market_wide = results[0] if volatile else []
     assets = dict(zip(volatile, results[1:]))
 

@@ -57,6 +57,7 @@ class RunOptions:
     lock_wait_s: float = 0.0
     include_snapshot: Path | None = None   # a chain snapshot to keep beside the report (snapshot/)
     secrets: tuple[str, ...] = ()          # raw strings (RPC URLs) that must not appear in any output file
+    progress: Any = None                   # progress(stage, done, total) for long work; None = silent
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def run_report(snapshot: Any, source: SourceInfo, options: RunOptions) -> RunRes
             scope = history_scope(probe)
             previous = history_mod.previous_run(options.history, scope)
 
-        report = build_report(snapshot, source, settings, previous=previous)
+        report = build_report(snapshot, source, settings, previous=previous, progress=options.progress)
         results = tuple(alerts_mod.evaluate(options.rules, report))
         report["alerts"] = [r.to_dict() for r in results]
 

@@ -16,7 +16,8 @@ from defirisk.report.build import SourceInfo
 DEVNET_LABEL = "embedded default devnet"
 
 
-def _take_chain_snapshot(rpc_url: str | None, out: Path, block: int | None = None, book: str | None = None) -> None:
+def _take_chain_snapshot(rpc_url: str | None, out: Path, block: int | None = None, book: str | None = None,
+                         progress=None) -> None:
     """Write a snapshot of `rpc_url` (None = start the default devnet) at `block` (None = latest) into
     `out`; `book` is an address-book file or built-in name (None = the readers' default)."""
     try:
@@ -27,16 +28,17 @@ def _take_chain_snapshot(rpc_url: str | None, out: Path, block: int | None = Non
                              "missing); report on a snapshot directory with --snapshot DIR") from None
         raise
     kwargs = {} if book is None else {"book": book}
-    take_snapshot(rpc_url=rpc_url, block=block, out=out, **kwargs)
+    take_snapshot(rpc_url=rpc_url, block=block, out=out, progress=progress, **kwargs)
 
 
 def resolve_source(*, rpc_url: str | None, snapshot_dir: str | os.PathLike | None,
                    work_dir: str | os.PathLike, block: int | None = None,
-                   book: str | None = None) -> tuple[Any, SourceInfo, Path | None]:
+                   book: str | None = None, progress=None) -> tuple[Any, SourceInfo, Path | None]:
     """Load or take the snapshot to report on.
 
     Returns (snapshot, source info with a redacted label, the directory a chain snapshot was written
     to or None). Chain snapshots go to `work_dir/snapshot` so the caller can keep them beside the report.
+    `progress(stage, done, total)` hears the chain reads' progress.
     """
     from defirisk.snapshot import load_snapshot
 
@@ -54,6 +56,6 @@ def resolve_source(*, rpc_url: str | None, snapshot_dir: str | os.PathLike | Non
     out = Path(work_dir) / "snapshot"
     if block is not None and block < 0:
         raise InputError(f"--block {block}: must be >= 0")
-    _take_chain_snapshot(rpc_url, out, block, book)
+    _take_chain_snapshot(rpc_url, out, block, book, progress)
     label = redact_url(rpc_url) if rpc_url is not None else DEVNET_LABEL
     return load_snapshot(out), SourceInfo("rpc" if rpc_url else "devnet", label or "", None), out
