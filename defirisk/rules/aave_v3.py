@@ -27,6 +27,43 @@ MIN_BASE_MAX_CLOSE_FACTOR_USD = 2000.0
 MIN_LEFTOVER_USD = 1000.0
 
 
+def _asset_sum(xt: np.ndarray) -> np.ndarray:
+    """Per-account sum over assets of an asset-major (k, n) array, in exactly the order numpy's
+    `x.sum(axis=1)` adds a row of the account-major (n, k) array (its pairwise sum: plain left to right
+    below 8 terms, eight interleaved partial sums up to 128), so both layouts give the same bits.
+    Summing k contiguous account vectors is several times faster than k-term reductions per row."""
+    k = xt.shape[0]
+    if k == 0:
+        return np.zeros(xt.shape[1])
+    if k < 8:
+        out = xt[0].copy()
+        for j in range(1, k):
+            out += xt[j]
+        return out
+    if k > 128:
+        return np.ascontiguousarray(xt.T).sum(axis=1)
+    r = [xt[j].copy() for j in range(8)]
+    i = 8
+    while i < k - (k % 8):
+        for j in range(8):
+            r[j] += xt[i + j]
+        i += 8
+    out = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for i in range(i, k):
+        out += xt[i]
+    return out
+
+
+def _asset_argmax(xt: np.ndarray) -> np.ndarray:
+    """`np.argmax(x, axis=1)` of the (n, k) array from its (k, n) transpose (first maximum wins)."""
+    best, arg = xt[0].copy(), np.zeros(xt.shape[1], dtype=np.int64)
+    for j in range(1, xt.shape[0]):
+        better = xt[j] > best
+        best = np.where(better, xt[j], best)
+        arg[better] = j
+    return arg
+
+
 def _version_tuple(raw) -> tuple[int, int]:
     s = str(raw).lstrip("v")
     try:
@@ -110,13 +147,19 @@ class AaveV3(Rule):
         over LT>0 collateral is an integer division in bps, so it is truncated to whole bps before
         it multiplies total collateral. Accounts with several collateral assets can differ from the
         exact weighting by up to 1 bp of LT, enough to flip an account sitting at HF = 1."""
-        cval = coll * prices * (lt > 0)
-        total = cval.sum(axis=1)
-        exact = (cval * lt).sum(axis=1)
+        return AaveV3._hf_weights_t(coll.T, debt.T, prices, lt.T)
+
+    @staticmethod
+    def _hf_weights_t(ct, dt, prices, ltt):
+        """`_hf_weights` on asset-major (k, n) arrays (same bits)."""
+        pc = prices[:, None]
+        cval = ct * pc * (ltt > 0)
+        total = _asset_sum(cval)
+        exact = _asset_sum(cval * ltt)
         with np.errstate(divide="ignore", invalid="ignore"):
             # The epsilon absorbs float error in a weighted mean of integer bps (never a whole bp).
             avg_bps = np.floor(np.where(total > 0, exact * 1e4 / np.where(total > 0, total, 1.0), 0.0) + 1e-7)
-        return total * avg_bps / 1e4, (debt * prices).sum(axis=1)
+        return total * avg_bps / 1e4, _asset_sum(dt * pc)
 
     def health(self, state: BookState, prices):
         wc, wd = self._hf_weights(state.coll, state.debt, prices, state.extra["lt"])
@@ -134,51 +177,65 @@ class AaveV3(Rule):
         if not mask.any():
             return Step(state, Events.empty())
         rows = np.flatnonzero(mask)
-        C, D = state.coll[rows], state.debt[rows]
-        lt, lb = state.extra["lt"][rows], state.extra["lb"][rows]
-        C2, D2, ev = self._call(C, D, lt, lb, oracle, self._hf_weights(C, D, oracle, lt)[0])
+        ct, dt = state.coll[rows].T.copy(), state.debt[rows].T.copy()
+        ltt, lbt = state.extra["lt"][rows].T.copy(), state.extra["lb"][rows].T.copy()
+        ct2, dt2, ev = self._call(ct, dt, ltt, lbt, oracle, self._hf_weights_t(ct, dt, oracle, ltt)[0])
         coll, debt = state.coll.copy(), state.debt.copy()
-        coll[rows], debt[rows] = C2, D2
+        coll[rows], debt[rows] = ct2.T, dt2.T
         return Step(state.evolve(coll=coll, debt=debt), ev.take(rows))
 
     def settle(self, state: BookState, prices, max_calls: int) -> Events | None:
-        """Calls at fixed prices until none is liquidatable, as repeated `liquidate` would do, but each
-        call only looks at the rows the previous call liquidated (the others cannot change)."""
-        lt_all, lb_all = state.extra["lt"], state.extra["lb"]
-        wc, wd = self._hf_weights(state.coll, state.debt, prices, lt_all)
-        usable = ((state.coll > 0) & (lt_all > 0)).any(axis=1)
+        """Calls at fixed prices until none is liquidatable, as repeated `liquidate` would do (same
+        bits), but each call only looks at the rows the previous call liquidated (the others cannot
+        change), on asset-major copies of the book made once per book state."""
+        ct, dt, ltt, lbt = self._transposed(state)
+        wc, wd = self._hf_weights_t(ct, dt, prices, ltt)
+        usable = ((ct > 0) & (ltt > 0)).any(axis=0)
         rows = np.flatnonzero((wd > 0) & (wc < wd) & usable)
         if len(rows) == 0:
             return Events.empty()
-        C, D, lt, lb = state.coll[rows], state.debt[rows], lt_all[rows], lb_all[rows]
-        wc = wc[rows]
+        ct, dt, ltt, lbt, wc = ct[:, rows], dt[:, rows], ltt[:, rows], lbt[:, rows], wc[rows]
         evs = []
         for _ in range(max_calls):
-            C, D, ev = self._call(C, D, lt, lb, prices, wc)
+            ct, dt, ev = self._call(ct, dt, ltt, lbt, prices, wc)
             if not len(ev):
                 return Events.concat(evs)
             evs.append(ev.take(rows))
-            wc, wd = self._hf_weights(C, D, prices, lt)
-            keep = (wd > 0) & (wc < wd) & ((C > 0) & (lt > 0)).any(axis=1)
+            wc, wd = self._hf_weights_t(ct, dt, prices, ltt)
+            keep = (wd > 0) & (wc < wd) & ((ct > 0) & (ltt > 0)).any(axis=0)
             if not keep.any():
                 return Events.concat(evs)
             if not keep.all():
-                rows, C, D, lt, lb, wc = rows[keep], C[keep], D[keep], lt[keep], lb[keep], wc[keep]
+                rows, wc = rows[keep], wc[keep]
+                ct, dt, ltt, lbt = ct[:, keep], dt[:, keep], ltt[:, keep], lbt[:, keep]
         return None
 
-    def _call(self, C, D, lt, lb, oracle, wc):
-        """One liquidationCall on every given row (all liquidatable; `wc` = their `_hf_weights`
-        collateral side). Returns the rows' new (coll, debt) and the events with row-local indices."""
-        cval = C * oracle * (lt > 0)
-        dval = D * oracle
-        total_debt = dval.sum(axis=1)
+    def _transposed(self, state: BookState):
+        """Asset-major copies of a book state, cached for the last state seen (the solver settles
+        the same initial book at every iteration)."""
+        cache = getattr(self, "_t_cache", None)
+        if cache is None or cache[0] is not state:
+            cache = (state, np.ascontiguousarray(state.coll.T), np.ascontiguousarray(state.debt.T),
+                     np.ascontiguousarray(state.extra["lt"].T), np.ascontiguousarray(state.extra["lb"].T))
+            self._t_cache = cache
+        return cache[1:]
+
+    def _call(self, ct, dt, ltt, lbt, oracle, wc):
+        """One liquidationCall on every given account (all liquidatable), on asset-major (k, m)
+        arrays that the caller owns (`ct`, `dt` are updated IN PLACE); `wc` = their `_hf_weights`
+        collateral side. Returns the accounts' new (coll, debt), asset-major, and the events with
+        local indices."""
+        po = oracle[:, None]
+        cval = ct * po * (ltt > 0)
+        dval = dt * po
+        total_debt = _asset_sum(dval)
         hf = wc / total_debt
-        d = np.argmax(dval, axis=1)
-        c = np.argmax(cval, axis=1)
-        r = np.arange(len(C))
+        d = _asset_argmax(dval)
+        c = _asset_argmax(cval)
+        r = np.arange(ct.shape[1])
         pd_, pc = oracle[d], oracle[c]
-        debt_res, coll_bal = D[r, d], C[r, c]
-        LB = lb[r, c]
+        debt_res, coll_bal = dt[d, r], ct[c, r]
+        LB = lbt[c, r]
         if self.version < (3, 3):
             max_repay = debt_res * np.where(hf > CLOSE_FACTOR_HF, 0.5, 1.0)
         else:
@@ -199,17 +256,17 @@ class AaveV3(Rule):
                 seized = np.where(dusty, np.where(ok, s2, 0.0), seized)
         fee = (seized - seized / LB) * self.fee[c]
         sold = seized - fee
-        C2, D2 = C.copy(), D.copy()
-        C2[r, c] = np.maximum(coll_bal - seized, 0.0)
-        D2[r, d] = np.maximum(debt_res - repay, 0.0)
-        C2[r, c] = np.where(seized >= coll_bal, 0.0, C2[r, c])  # exact zero when the reserve is cleared
-        no_coll = C2.sum(axis=1) <= 0
-        bad = np.where(no_coll, (D2 * oracle).sum(axis=1), 0.0)
-        D2[no_coll] = 0.0
+        ct2, dt2 = ct, dt  # updated in place: callers pass arrays they own (fresh row subsets)
+        ct2[c, r] = np.maximum(coll_bal - seized, 0.0)
+        dt2[d, r] = np.maximum(debt_res - repay, 0.0)
+        ct2[c, r] = np.where(seized >= coll_bal, 0.0, ct2[c, r])  # exact zero when the reserve is cleared
+        no_coll = _asset_sum(ct2) <= 0
+        bad = np.where(no_coll, _asset_sum(dt2 * po), 0.0)
+        dt2[:, no_coll] = 0.0
         did = seized > 0
         ev = Events(r[did], c[did], seized[did], sold[did], d[did], repay[did], (seized * pc)[did],
                     (repay * pd_)[did], bad[did])
-        return C2, D2, ev
+        return ct2, dt2, ev
 
     @staticmethod
     def _seize(repay, pd_, pc, LB, coll_bal):
