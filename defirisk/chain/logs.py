@@ -6,9 +6,11 @@ and grows it again after successes, down to single blocks, so it works on a stri
 fast on a local anvil.
 
 Discovery is resumable: `DiscoveryCache` (SQLite) stores the values found per chain, protocol,
-contract and stream (e.g. "Borrow.onBehalfOf"), plus the last scanned block AND its hash. A rerun
-checks that hash against the chain (a different devnet that reuses chain id 31337, or a reorg, makes
-the cache entry stale and it is dropped) and then scans only the new blocks.
+contract and stream (e.g. "Borrow.onBehalfOf") with the block each was first seen in, plus the last
+scanned block AND its hash. A rerun checks that hash against the chain (a different devnet that
+reuses chain id 31337, or a reorg, makes the cache entry stale and it is dropped) and then scans only
+the new blocks. A snapshot pinned before the cached block is answered from the cache (values first
+seen at or before the pin) when the node still has the cached block with its hash.
 """
 from __future__ import annotations
 
@@ -184,7 +186,8 @@ def discover(client: RpcClient, *, protocol: str, contract: str, stream: str, to
     [start_block, block.number], resuming from `cache` when it holds a valid earlier scan.
 
     The pinned block's hash is stored as the resume point; values found after an older pinned
-    block are never returned for it (first_block filter), so snapshots stay consistent.
+    block are never returned for it (first_block filter), so snapshots stay consistent. An older pin
+    never moves the resume point back.
     """
     scanner = scanner or LogScanner(client)
     key = None
@@ -200,8 +203,14 @@ def discover(client: RpcClient, *, protocol: str, contract: str, stream: str, to
                 vals = cache.values(key)
                 return DiscoveryResult(vals, p_from, block.number, 0, len(vals))
             if p_to > block.number:
-                # An older pin than the cache: we cannot tell whether this chain shares the cached
-                # history up to p_to (a fork that diverged), so scan afresh and leave the cache be.
+                # An older pin than the cache. Block hashes chain, so if this node's block p_to still
+                # has the stored hash, the pinned block is in the cached history and the values a scan
+                # up to it would find are exactly those first seen at or before it. Otherwise (a fork
+                # that diverged or ends before p_to) scan afresh and leave the cache be.
+                blk = client.call("eth_getBlockByNumber", hex(p_to), False)
+                if p_from <= start_block and blk is not None and blk["hash"] == p_hash:
+                    vals = cache.values(key, up_to_block=block.number)
+                    return DiscoveryResult(vals, p_from, block.number, 0, len(vals))
                 key = None
             else:
                 blk = client.call("eth_getBlockByNumber", hex(p_to), False)

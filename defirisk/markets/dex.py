@@ -1,10 +1,10 @@
 """DEX depth at the pinned block, turned into the snapshot's venue dicts (venues.json shapes).
 
 - Uniswap V2 pair -> {"kind": "constant_product", "base_reserve", "quote_reserve" (whole tokens),
-  "fee": 0.003, "quote": SYMBOL}.
+  "fee": 0.003, "quote": SYMBOL, "pair": address}.
 - Uniswap V3 pool -> {"kind": "uniswap_v3", "sqrt_price_x96" (string), "liquidity" (string), "tick",
   "fee" (fraction), "base_is_token0", "base_decimals", "quote_decimals", "ticks": [[tick,
-  liquidityNet string], ...], "quote": SYMBOL}. Initialized ticks are found by reading every
+  liquidityNet string], ...], "quote": SYMBOL, "pool": address}. Initialized ticks are found by reading every
   `tickBitmap` word of the pool's whole tick range (one batch), then `ticks(t)` for each set bit —
   exact, with no assumption about where liquidity sits.
 Big integers are strings because JSON readers lose precision above 2**53.
@@ -50,7 +50,7 @@ def read_v2_venue(mc: Multicaller, pair: str, base: TokenInfo, quote: TokenInfo)
     if rb == 0 or rq == 0:
         raise ChainError(f"{label} at {pair} has an empty reserve")
     return {"kind": "constant_product", "base_reserve": rb / 10 ** base.decimals,
-            "quote_reserve": rq / 10 ** quote.decimals, "fee": V2_FEE, "quote": quote.symbol}
+            "quote_reserve": rq / 10 ** quote.decimals, "fee": V2_FEE, "quote": quote.symbol, "pair": pair}
 
 
 def bitmap_words(tick_spacing: int) -> range:

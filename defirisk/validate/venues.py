@@ -18,7 +18,7 @@ from defirisk.model import Snapshot
 from defirisk.validate.contracts import SWAPPER_ADDRESS, runtime_code
 from defirisk.validate.fork import ForkChain
 
-V2_MATCH_RTOL = 1e-9  # a V2 venue without an address is matched to a pair by its reserves
+V2_MATCH_RTOL = 1e-9  # a V2 venue without a `pair` (older snapshots) is matched to a pair by its reserves
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,29 @@ def resolve_venues(snapshot: Snapshot, book: AddressBook, chain: ForkChain) -> d
                 if not addr:
                     raise ChainError(f"venue {i} of {sym}: uniswap_v3 venue without a pool address")
             elif v.kind == "constant_product":
-                addr = p.get("pair") or _match_v2(sym, i, p, book, chain, base)
+                if p.get("pair"):
+                    addr = _check_v2_pair(sym, i, str(p["pair"]), chain, base, quote)
+                else:
+                    addr = _match_v2(sym, i, p, book, chain, base)
             else:
                 raise ChainError(f"venue {i} of {sym}: kind {v.kind} has no on-chain pool to execute against")
             out.setdefault(sym, []).append(ChainVenue(sym, i, v.kind, addr, base, quote))
     return out
+
+
+def _check_v2_pair(sym: str, i: int, pair: str, chain: ForkChain, base: str, quote: str) -> str:
+    """The recorded pair must be a V2 pair of exactly (base, quote); a hand-edited address that is not
+    would otherwise be traded against silently."""
+    if chain.code(pair) in ("0x", "0x0", ""):
+        raise ChainError(f"venue {i} of {sym}: pair {pair} has no code on the fork")
+    try:
+        t0, t1 = chain.call(pair, "token0()", (), ["address"]), chain.call(pair, "token1()", (), ["address"])
+        chain.call(pair, "getReserves()", (), ["uint112", "uint112", "uint32"])  # a V3 pool has token0/1 too
+    except ChainError as exc:
+        raise ChainError(f"venue {i} of {sym}: pair {pair} is not a Uniswap V2 pair: {exc}") from None
+    if {t0.lower(), t1.lower()} != {base.lower(), quote.lower()}:
+        raise ChainError(f"venue {i} of {sym}: pair {pair} holds {t0}/{t1}, not {sym} ({base}) and its quote ({quote})")
+    return pair
 
 
 def _match_v2(sym: str, i: int, p: Mapping, book: AddressBook, chain: ForkChain, base: str) -> str:

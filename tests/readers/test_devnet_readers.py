@@ -182,6 +182,7 @@ def test_dex_venues_and_feeds(dn):
     (b2, q2), pair = next(iter(b.v2_pairs.items()))
     v2 = dex.read_v2_venue(mc, pair, b.tokens[b2], b.tokens[q2])
     assert v2["kind"] == "constant_product" and v2["base_reserve"] > 0 and v2["quote"] == q2
+    assert v2["pair"] == pair and v["pool"] == pool  # the contracts, for the validator to trade against
     feeds = oracles.read_feeds(mc, b.feeds, ref.timestamp)
     assert feeds["WETH"].price == 3000.0 and feeds["WBTC"].price == 60000.0
     assert feeds["WETH"].age_s >= 0
@@ -263,3 +264,73 @@ def test_snapshot_with_discovery_cache_equals_fresh_scan(dn, tmp_path):
     before = first.snapshot.positions.frame.set_index(cols).amount
     after = a.set_index(cols).amount
     assert after[("aave-v3", "devnet", acct, "USDC", "debt")] == pytest.approx(before[("aave-v3", "devnet", acct, "USDC", "debt")] + 1, rel=1e-9)
+
+
+def test_written_venues_carry_pair_and_pool_addresses(dn, tmp_path):
+    """venues.json records each V2 venue's pair and V3 venue's pool; both survive load_snapshot."""
+    import json
+
+    from defirisk.snapshot import load_snapshot
+
+    take_snapshot(dn.rpc_url, book=dn.book, out=tmp_path / "s", cache=False)
+    raw = json.loads((tmp_path / "s" / "venues.json").read_text())
+    pairs = {f"{b}/{q}": a for (b, q), a in load_book(dn.book).v2_pairs.items()}
+    pools = set(load_book(dn.book).v3_pools.values())
+    seen_v2 = {}
+    for sym, spec in raw.items():
+        for v in spec if isinstance(spec, list) else [spec]:
+            if v["kind"] == "constant_product":
+                seen_v2[f"{sym}/{v['quote']}"] = v["pair"]
+            elif v["kind"] == "uniswap_v3":
+                assert v["pool"] in pools
+    assert seen_v2 == pairs and len(pairs) == 3
+    loaded = load_snapshot(tmp_path / "s")
+    weth = [v.params["pair"] for v in loaded.venues["WETH"] if v.kind == "constant_product"]
+    assert weth == [pairs["WETH/USDC"]]
+
+
+def test_snapshot_pinned_before_the_cached_block_uses_the_cache(dn, tmp_path, monkeypatch):
+    """Cache filled up to a later block that includes a new Aave borrower; a snapshot pinned before
+    that borrower appeared is answered from the cache (no log scan) and equals a fresh scan."""
+    from defirisk.chain import logs
+    from defirisk.chain.logs import DiscoveryCache
+
+    book = dn.book
+    old = dn.anvil.block_number()
+    newcomer = "0x000000000000000000000000000000000000bEEF"
+    weth, usdc, pool = (book["tokens"]["WETH"]["address"], book["tokens"]["USDC"]["address"], book["aave_v3"]["pool"])
+    dn.anvil.set_balance(newcomer, 10**18)
+    dn.anvil.impersonate(newcomer)
+    _send(dn.anvil, weth, "mint(address,uint256)", ["address", "uint256"], [newcomer, 10 * 10**18])
+    _send(dn.anvil, weth, "approve(address,uint256)", ["address", "uint256"], [pool, 2**256 - 1], sender=newcomer)
+    _send(dn.anvil, pool, "supply(address,uint256,address,uint16)", ["address", "uint256", "address", "uint16"],
+          [weth, 10 * 10**18, newcomer, 0], sender=newcomer)
+    _send(dn.anvil, pool, "borrow(address,uint256,uint256,uint16,address)",
+          ["address", "uint256", "uint256", "uint16", "address"], [usdc, 5000 * 10**6, 2, 0, newcomer], sender=newcomer)
+    dn.anvil.mine(1)
+
+    scans = []
+    real_scan = logs.LogScanner.scan
+
+    def counting_scan(self, address, topics, from_block, to_block, progress=None):
+        scans.append((from_block, to_block))
+        return real_scan(self, address, topics, from_block, to_block, progress)
+
+    monkeypatch.setattr(logs.LogScanner, "scan", counting_scan)
+    cols = ["protocol", "market", "account", "asset", "side"]
+    with DiscoveryCache(tmp_path / "disc.sqlite") as cache:
+        late = take_snapshot(dn.rpc_url, book=book, cache=cache)
+        assert newcomer.lower() in {a.lower() for a in late.snapshot.positions.frame.account}
+        assert scans  # the first run scans
+        scans.clear()
+        early = take_snapshot(dn.rpc_url, book=book, block=old, cache=cache)
+        assert scans == []  # every stream (Aave borrowers, Morpho markets and borrowers) from the cache
+        marks = cache._db.execute("SELECT DISTINCT to_block FROM scans").fetchall()
+        assert marks == [(late.block.number,)]  # the older pin did not move the resume point back
+    fresh = take_snapshot(dn.rpc_url, book=book, block=old, cache=False)
+    assert early.block == fresh.block and early.block.number == old
+    assert newcomer.lower() not in {a.lower() for a in early.snapshot.positions.frame.account}
+    a = early.snapshot.positions.frame.sort_values(cols).reset_index(drop=True)
+    b = fresh.snapshot.positions.frame.sort_values(cols).reset_index(drop=True)
+    assert len(a) > 50 and a.equals(b)
+    assert early.discovered == fresh.discovered

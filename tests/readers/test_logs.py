@@ -9,7 +9,8 @@ import threading
 import pytest
 import requests
 
-from defirisk.chain.logs import DiscoveryCache, LogScanner, discover, topic_address
+from defirisk.chain.anvil import Anvil
+from defirisk.chain.logs import DiscoveryCache, LogScanner, chain_key, discover, topic_address
 from defirisk.chain.rpc import RpcClient
 from defirisk.errors import ChainError
 
@@ -112,9 +113,13 @@ def test_discovery_resumes_from_cache_and_scans_only_new_blocks(anvil, probe, tm
         assert r2.values[:40] == r1.values
         r3 = discover(client, block=ref2, cache=cache, **kw)
         assert r3.new_blocks == 0 and sorted(r3.values) == sorted(r2.values)
-        # An older pin is never answered from a newer cache: it scans afresh.
+        # An older pin on the same chain is answered from the newer cache: the values first seen at
+        # or before it, without a scan, and the resume point stays where it was.
         r_old = discover(client, block=ref1, cache=cache, **kw)
         assert sorted(r_old.values) == sorted(r1.values)
+        assert r_old.new_blocks == 0 and r_old.from_cache == 40
+        key = (chain_key(client), "probe", addr.lower(), "Touched.account")
+        assert cache.scanned(key) == (start, ref2.number, ref2.hash)
     # The cache survives a reopen (a second process).
     with DiscoveryCache(tmp_path / "d.sqlite") as cache:
         r4 = discover(client, block=ref2, cache=cache, **kw)
@@ -141,3 +146,39 @@ def test_discovery_cache_is_dropped_when_the_chain_differs(anvil, probe, tmp_pat
         r2 = discover(client, block=client.pin(), cache=cache, **kw)
         assert sorted(r2.values) == ["0x" + (200 + i).to_bytes(20, "big").hex() for i in range(2)]
         assert r2.from_cache == 0
+
+
+def test_older_pin_on_a_diverged_fork_scans_afresh(anvil, probe, tmp_path):
+    """A fork of the chain at an older block shares genesis (so the cache key), but its blocks after
+    the fork point differ: the cached values after the pin cannot be trusted there, so it scans, and
+    leaves the cache's resume point alone."""
+    addr, iface = probe
+    start = anvil.block_number() + 1
+    _touch(anvil, probe, 300, 6)
+    client = RpcClient(anvil.url)
+    kw = dict(protocol="probe", contract=addr, stream="Touched.account", topics=[iface.event("Touched").topic0],
+              extract=lambda log: [topic_address(log["topics"][1])], start_block=start)
+    ref1 = client.pin()
+    _touch(anvil, probe, 400, 3)
+    anvil.mine(2)
+    ref2 = client.pin()
+    with DiscoveryCache(tmp_path / "d.sqlite") as cache:
+        assert len(discover(client, block=ref2, cache=cache, **kw).values) == 9
+        with Anvil(fork_url=anvil.url, fork_block=ref1.number) as fork:
+            fclient = RpcClient(fork.url)
+            fork.mine(ref2.number - ref1.number + 2)  # the fork has a block ref2.number, another one
+            fref = fclient.pin(ref1.number)
+            assert fref.hash == ref1.hash and chain_key(fclient) == chain_key(client)
+            r = discover(fclient, block=fref, cache=cache, **kw)
+            assert sorted(r.values) == ["0x" + (300 + i).to_bytes(20, "big").hex() for i in range(6)]
+            assert r.from_cache == 0 and r.new_blocks == ref1.number - start + 1
+            # a fork that ends before the cached block: scans too
+            with Anvil(fork_url=anvil.url, fork_block=ref1.number) as short:
+                sclient = RpcClient(short.url)
+                r = discover(sclient, block=sclient.pin(ref1.number), cache=cache, **kw)
+                assert r.from_cache == 0 and len(r.values) == 6
+        key = (chain_key(client), "probe", addr.lower(), "Touched.account")
+        assert cache.scanned(key) == (start, ref2.number, ref2.hash)
+        # and the origin chain still answers the older pin from the cache
+        r = discover(client, block=ref1, cache=cache, **kw)
+        assert r.new_blocks == 0 and len(r.values) == 6
