@@ -233,18 +233,43 @@ def _venue_json(v: Venue) -> dict:
     return {"kind": v.kind, **thaw(v.params)}
 
 
+def _check_replaceable(target: Path) -> None:
+    """Replacing is for snapshots only: an existing file, or a non-empty directory that is not a
+    defirisk snapshot (no manifest.json of our format), is refused rather than deleted."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise InputError(f"{target}: exists and is not a directory; refusing to replace it with a snapshot")
+    if not any(target.iterdir()):
+        return
+    manifest = target / "manifest.json"
+    try:
+        fmt = json.loads(manifest.read_text(encoding="utf-8")).get("format", "")
+    except (OSError, ValueError, AttributeError):
+        fmt = ""
+    if not str(fmt).startswith("defirisk-snapshot/"):
+        raise InputError(f"{target}: exists, is not empty and is not a defirisk snapshot directory (no "
+                         f"manifest.json with format {SNAPSHOT_FORMAT}); refusing to replace it — "
+                         f"choose a new or empty directory")
+
+
 def write_snapshot(snapshot: Snapshot, path: str | os.PathLike, *, positions_format: str = "auto") -> Path:
     """Write `snapshot` to directory `path` atomically.
 
     Files go to a temporary directory beside `path` (manifest.json last), which then replaces `path`
-    by rename, so a reader never sees a partial directory that looks complete. `positions_format`:
+    by rename, so a reader never sees a partial directory that looks complete. An existing `path` is
+    replaced only if it is empty or a defirisk snapshot (InputError otherwise). `positions_format`:
     "csv", "parquet" or "auto" (Parquet from PARQUET_MIN_ROWS rows).
     """
     if positions_format not in ("auto", "csv", "parquet"):
         raise InputError(f"positions_format must be auto, csv or parquet, got {positions_format!r}")
     target = Path(path)
+    _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the published directory gets normal permissions
     try:
         with open(tmp / "assets.csv", "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)

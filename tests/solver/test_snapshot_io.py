@@ -81,3 +81,24 @@ def test_unknown_market_in_positions(tmp_path):
     p.write_text(p.read_text().replace("morpho-blue,WETH/USDC-86,0x0000000000000000000000000000000000000b0b,WETH", "morpho-blue,nope,0x0000000000000000000000000000000000000b0b,WETH"))
     with pytest.raises(InputError, match="market morpho-blue/nope not in markets.json"):
         load_snapshot(d)
+
+
+def test_write_refuses_to_replace_a_foreign_directory_or_file(tmp_path):
+    snap = load_snapshot(CASE)
+    victim = tmp_path / "home"
+    victim.mkdir()
+    (victim / "important.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not a defirisk snapshot directory"):
+        write_snapshot(snap, victim)
+    assert (victim / "important.txt").read_text() == "keep me"
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        write_snapshot(snap, afile)
+    assert afile.read_text() == "x"
+    # Empty directories and earlier snapshots are replaced, with normal permissions.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_snapshot(snap, empty)
+    write_snapshot(snap, empty)
+    assert (empty / "manifest.json").is_file() and (empty.stat().st_mode & 0o755) == 0o755
