@@ -36,10 +36,7 @@ def _asset_sum(xt: np.ndarray) -> np.ndarray:
     if k == 0:
         return np.zeros(xt.shape[1])
     if k < 8:
-        out = xt[0].copy()
-        for j in range(1, k):
-            out += xt[j]
-        return out
+        return xt.sum(axis=0)  # below 8 terms numpy adds left to right in either layout
     if k > 128:
         return np.ascontiguousarray(xt.T).sum(axis=1)
     r = [xt[j].copy() for j in range(8)]
@@ -56,12 +53,7 @@ def _asset_sum(xt: np.ndarray) -> np.ndarray:
 
 def _asset_argmax(xt: np.ndarray) -> np.ndarray:
     """`np.argmax(x, axis=1)` of the (n, k) array from its (k, n) transpose (first maximum wins)."""
-    best, arg = xt[0].copy(), np.zeros(xt.shape[1], dtype=np.int64)
-    for j in range(1, xt.shape[0]):
-        better = xt[j] > best
-        best = np.where(better, xt[j], best)
-        arg[better] = j
-    return arg
+    return np.argmax(xt, axis=0)
 
 
 def _version_tuple(raw) -> tuple[int, int]:
