@@ -86,6 +86,15 @@ def scrub(text: str, *urls: str | None) -> str:
     """
     out = str(text)
     for url in urls:
-        if url:
-            out = out.replace(str(url), redact_url(str(url)) or MASK)
+        if not url:
+            continue
+        url = str(url)
+        red = redact_url(url) or MASK
+        out = out.replace(url, red)
+        # HTTP clients (requests/urllib3) quote only the path and query in connection errors, so the
+        # key-bearing tail is scrubbed on its own as well.
+        parts, red_parts = urlsplit(url), urlsplit(red)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        if len(tail) > 1:
+            out = out.replace(tail, red_parts.path + (f"?{red_parts.query}" if red_parts.query else ""))
     return out

@@ -108,15 +108,8 @@ class RpcClient:
         self._chain_id: int | None = None
 
     def _scrub(self, text: str) -> str:
-        """Remove the URL and its path/query (where keys live) from a library's message: requests
-        quotes only the path in connection errors, so scrubbing the full URL is not enough."""
-        out = scrub(text, self._url)
-        parts = urlsplit(self._url)
-        tail = parts.path + (f"?{parts.query}" if parts.query else "")
-        if len(tail) > 1:
-            red = urlsplit(self.display_url)
-            out = out.replace(tail, red.path + (f"?{red.query}" if red.query else ""))
-        return out
+        """A library's message with the URL, and its key-bearing path/query, redacted."""
+        return scrub(text, self._url)
 
     # -- transport -------------------------------------------------------------------------
     def _post(self, payload: Any, what: str) -> Any:

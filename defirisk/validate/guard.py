@@ -13,12 +13,13 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import json
-import urllib.error
-import urllib.request
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
+import requests
+
 from defirisk.errors import ChainError
+from defirisk.redact import redact_url, scrub
 
 # Methods that change state on a node; everything else the validator sends is a read.
 WRITE_PREFIXES = ("eth_send", "anvil_", "evm_", "hardhat_", "debug_setHead", "personal_", "eth_sign")
@@ -52,21 +53,24 @@ class JsonRpc:
 
     def __init__(self, url: str, timeout_s: float = TIMEOUT_S):
         self.url = url
+        self.display_url = redact_url(url)  # the only form of the URL that may appear in messages
         self.timeout_s = timeout_s
         self._ids = itertools.count(1)
+        self._session = requests.Session()  # handles user:password@ in the URL as basic auth
 
     def _post(self, payload: Any) -> Any:
-        req = urllib.request.Request(self.url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ChainError(f"JSON-RPC to {self.url} failed: {exc}") from exc
+            resp = self._session.post(self.url, data=json.dumps(payload), timeout=self.timeout_s,
+                                      headers={"Content-Type": "application/json"})
+            resp.raise_for_status()
+            return resp.json()
+        except (requests.RequestException, OSError, ValueError) as exc:
+            raise ChainError(f"JSON-RPC to {self.display_url} failed: {scrub(str(exc), self.url)}") from None
 
     def call(self, method: str, *params: Any) -> Any:
         reply = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)})
         if not isinstance(reply, dict):
-            raise ChainError(f"{method} at {self.url}: malformed answer {str(reply)[:200]}")
+            raise ChainError(f"{method} at {self.display_url}: malformed answer {str(reply)[:200]}")
         if "error" in reply:
             err = reply["error"]
             raise ChainError(f"{method} failed: {err.get('message', err) if isinstance(err, dict) else err}")
@@ -82,13 +86,13 @@ class JsonRpc:
             next(self._ids)
         replies = self._post(payload)
         if not isinstance(replies, list):
-            raise ChainError(f"batch at {self.url}: malformed answer {str(replies)[:200]}")
+            raise ChainError(f"batch at {self.display_url}: malformed answer {str(replies)[:200]}")
         by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
         out = []
         for i, (m, _p) in enumerate(calls):
             r = by_id.get(base + i)
             if r is None:
-                raise ChainError(f"batch at {self.url}: no answer for {m}")
+                raise ChainError(f"batch at {self.display_url}: no answer for {m}")
             if "error" in r:
                 raise ChainError(f"{m} failed: {r['error'].get('message', r['error'])}")
             out.append(r.get("result"))
@@ -112,20 +116,20 @@ class WriteGuard:
     def check(self) -> str:
         """Raise ChainError unless the endpoint is our anvil fork; return its client version."""
         if not _same_url(self.url, self.started_url):
-            raise ChainError(f"refusing to write to {self.url}: it is not the fork this run started "
+            raise ChainError(f"refusing to write to {redact_url(self.url)}: it is not the fork this run started "
                              f"({self.started_url})")
         if not is_loopback_url(self.url):
-            raise ChainError(f"refusing to write to {self.url}: not a loopback address; the validator only "
+            raise ChainError(f"refusing to write to {redact_url(self.url)}: not a loopback address; the validator only "
                              "writes to the local anvil fork it starts")
         version, chain_hex = self.rpc.batch([("web3_clientVersion", []), ("eth_chainId", [])])
         if not isinstance(version, str) or not version.lower().startswith("anvil"):
-            raise ChainError(f"refusing to write to {self.url}: web3_clientVersion is {version!r}, not anvil")
+            raise ChainError(f"refusing to write to {redact_url(self.url)}: web3_clientVersion is {version!r}, not anvil")
         try:
             chain_id = int(chain_hex, 16)
         except (TypeError, ValueError):
-            raise ChainError(f"refusing to write to {self.url}: eth_chainId answered {chain_hex!r}") from None
+            raise ChainError(f"refusing to write to {redact_url(self.url)}: eth_chainId answered {chain_hex!r}") from None
         if chain_id != self.chain_id:
-            raise ChainError(f"refusing to write to {self.url}: chain id {chain_id}, the fork started with "
+            raise ChainError(f"refusing to write to {redact_url(self.url)}: chain id {chain_id}, the fork started with "
                              f"{self.chain_id}")
         self.checks += 1
         return version

@@ -125,3 +125,16 @@ def test_write_method_classification(method, write):
     ("http://127.0.0.1.evil.example:8545", False), ("http://user@127.0.0.1:8545", True)])
 def test_loopback_urls(url, loopback):
     assert is_loopback_url(url) is loopback
+
+
+def test_rpc_with_credentials_in_url_and_no_secret_in_errors(small_devnet):
+    """user:password@ in a URL is sent as basic auth (anvil ignores it) and never shows in errors."""
+    from defirisk.validate.guard import JsonRpc
+
+    port = small_devnet.rpc_url.rsplit(":", 1)[1]
+    rpc = JsonRpc(f"http://alice:s3cretpw@127.0.0.1:{port}")
+    assert int(rpc.call("eth_chainId"), 16) == 31337
+    dead = JsonRpc("http://alice:s3cretpw@127.0.0.1:1/v2/abcdef0123456789abcdef0123456789", timeout_s=2)
+    with pytest.raises(ChainError) as err:
+        dead.call("eth_chainId")
+    assert "s3cretpw" not in str(err.value) and "abcdef0123456789abcdef0123456789" not in str(err.value)
