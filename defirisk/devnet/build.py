@@ -2,8 +2,9 @@
 
 Cache: .cache/defirisk/devnet/<key>/ with state.json (anvil_dumpState), book.json (address book),
 plan.json (every intended position) and meta.json. key = sha256 of the scenario file's bytes, the
-fingerprint of every artifact/source deployed, the devnet version and the anvil version, so any change
-to what would be deployed makes a new build. A loaded state is checked (block number, code at the
+fingerprint of every artifact/source deployed, the devnet package's own Python sources (which decide
+what is deployed and which positions are opened), the devnet version and the anvil version, so any
+change to what would be deployed makes a new build. A loaded state is checked (block number, code at the
 Pool/Morpho) before it is handed out, and its clock is set back to the build time so no interest
 accrues between the build and the load.
 """
@@ -32,8 +33,10 @@ from defirisk.devnet.scenario import Scenario, load_scenario
 from defirisk.devnet.tx import DEPLOYER, LIQUIDATOR, Bulk, Chain
 from defirisk.errors import ChainError
 
-# Bump when the build procedure changes in a way the artifacts' fingerprint cannot see.
+# Bump when the build procedure changes in a way neither the artifacts' fingerprint nor the devnet
+# package's Python sources can see (e.g. a behaviour change in defirisk/chain used while building).
 DEVNET_VERSION = "1"
+DEVNET_PACKAGE = Path(__file__).resolve().parent
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ROOT = PROJECT_ROOT / ".cache" / "defirisk" / "devnet"
 SCENARIO_DIR = PROJECT_ROOT / "fixtures" / "scenarios"
@@ -62,9 +65,27 @@ def _anvil_version() -> str:
         return ""
 
 
-def cache_key(scn: Scenario) -> str:
+def sources_fingerprint(package_dir: Path = DEVNET_PACKAGE) -> str:
+    """sha256 over the devnet package's .py files (relative path and bytes, sorted by path).
+
+    The Python code (population, deploy, positions, tx, ...) decides what a build puts on chain, so
+    an edit to it must not load a state cached by the old code. Read on every call (a few kB): a
+    cached value would miss edits made while the process runs (tests, notebooks).
+    """
     h = hashlib.sha256()
-    for part in (DEVNET_VERSION, scn.raw_text, artifacts.fingerprint(), _anvil_version()):
+    for p in sorted(package_dir.rglob("*.py")):
+        if "__pycache__" in p.parts or not p.is_file():
+            continue
+        h.update(p.relative_to(package_dir).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def cache_key(scn: Scenario, *, package_dir: Path = DEVNET_PACKAGE) -> str:
+    """Cache key of a scenario's build (module docstring); `package_dir` is for tests."""
+    h = hashlib.sha256()
+    for part in (DEVNET_VERSION, scn.raw_text, artifacts.fingerprint(), sources_fingerprint(package_dir),
+                 _anvil_version()):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:24]
 
