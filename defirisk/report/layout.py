@@ -13,6 +13,12 @@ from typing import Any, Mapping, Sequence
 from defirisk.report.plots import plot_name
 
 # One-line explanations of the three views users confuse; shown wherever a view's numbers appear.
+# The curve's assumption that most changes how a cliff reads (docs/model.md, non-monotone section).
+SINGLE_ASSET_CAVEAT = ("Only {asset} is shocked here. Other assets move only through their own liquidation "
+                       "sales: no arbitrage ties correlated assets together (e.g. wstETH and WETH) during the "
+                       "cascade, so a cliff carried by a thin venue can look deeper than a pegged market would "
+                       "allow. The market-wide table shocks all volatile assets together.")
+
 VIEW_TEXT = {
     "now": ("Liquidatable now",
             "Positions that can be liquidated at the snapshot's prices, before any shock."),
@@ -266,6 +272,7 @@ def document(report: Mapping[str, Any]) -> list[Any]:
                    else f"No cliff up to a {pct(report['settings']['max_shock'])} shock.")
         out.append(View("cascade", f"{asset}: {VIEW_TEXT['cascade'][0]}", (
             Para(VIEW_TEXT["cascade"][1], "muted"),
+            Para(SINGLE_ASSET_CAVEAT.format(asset=asset), "muted"),
             Image(f"{plot_name(asset)}_curve.png", f"{asset} cascade curve with cliffs"),
             *((Para("WARNING: the solver reports this curve as NOT converged; treat it as indicative.", "alert"),)
               if not a.get("curve_converged", True) else ()),
