@@ -6,8 +6,11 @@ sells a + b/p tokens of X, loses c*p + d USD of collateral and leaves e + f*p US
 sums over all positions are suffix sums over ONE sorted array of piece ends, evaluated for all shocks
 at once with searchsorted. The greatest fixed point is then found by the vectorised monotone
 iteration p <- min(p, V(S(p))) from the shocked prices. Compiled: Morpho Blue, Compound V3, Maker,
-Aave V3.0-3.2 accounts with one collateral (X) and one debt asset when LB*LT < 0.95. Anything else
-(Liquity redistribution, cross-collateral Aave, v3.3 rules, betas) uses the general engine per shock.
+Aave V3.0-3.2 accounts with one collateral (X) and one debt asset when LB*LT < 0.95. The pieces hold
+every other price at p0, so a snapshot compiles only if no holder of X has collateral in another asset
+with a venue (Comet absorb would sell it too) and no account is liquidatable before the shock.
+Anything else (Liquity redistribution, cross-collateral Aave or Comet with volatile collateral, v3.3
+rules, betas) uses the general engine per shock.
 
 Cliffs: a grid interval whose end-price drop exceeds the shock's own move by more than `min_jump`
 (fraction of the initial price) is bisected on the shock until it is `shock_tol` wide; a genuine
@@ -79,6 +82,12 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
     """Compile every book into pieces for asset index j, or None if some position cannot be."""
     p = prep.p0
     out: dict[str, list] = {}
+    # The pieces move X's price only: every other price is held at p0. That is exact only if no
+    # liquidation ever sells another asset with a venue (its sale would move that price and, through
+    # positions holding it, the chain): e.g. Comet absorb seizes ALL of an account's collateral.
+    other_volatile = np.zeros(len(p), dtype=bool)
+    other_volatile[list(prep.curves)] = True
+    other_volatile[j] = False
 
     def add(proto, lo, hi, coef):
         out.setdefault(proto, []).append((np.asarray(lo, float), np.asarray(hi, float), np.asarray(coef, float)))
@@ -92,16 +101,17 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
         others_c = np.delete(C, j, axis=1)
         others_p = np.delete(p, j)
         proto = b.protocol
+        if (C[holds][:, other_volatile] > 0).any():
+            return None  # a holder of X also sells another volatile asset when liquidated
+        if rule.liquidatable(st, p)[~holds].any():
+            # liquidated at every shock, whatever X does: its sales and USD would be missing from the pieces
+            return None
         if proto == "liquity":
             if holds.any() or rule.liquidatable(st, p).any():
                 return None
             continue
         if not holds.any():
-            # never sells X; if it is liquidatable it would be at every shock, which we cannot
-            # represent without the other assets moving -> only allowed when it is not.
-            if (D[:, j] > 0).any() and rule.liquidatable(st, p).any():
-                return None
-            continue
+            continue  # never sells X and (checked above) not liquidatable at p0: X falling cannot make it so
         if (D[holds, j] > 0).any():
             return None
         Cx = C[holds, j]

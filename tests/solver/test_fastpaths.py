@@ -200,3 +200,67 @@ def test_cross_collateral_curve_equals_one_solve_per_shock(accounts, asset):
     for c in cur.cliffs:   # each cliff's end price is the engine's at its trigger shock
         assert solve(snap, {asset: c.trigger_shock}, "equilibrium", prepared=prep).end_prices[asset] == c.end_price
         assert c.end_price_before - c.end_price > 0.005 * prep.p0[prep.symbols.index(asset)]
+
+
+# --- multi-collateral positions and the compiled curve ------------------------------------------------
+# Comet absorb seizes and sells ALL of an account's collateral. The compiled curve moves only the curve
+# asset's price, so a WETH+WBTC Comet account (whose WBTC sale moves WBTC and pulls in WBTC borrowers
+# elsewhere, whose sales are not WETH's business but whose liquidation makes the Comet accounts weaker)
+# must send the curve to the general engine. A stable second collateral (no venue) compiles.
+MC_PRICES = {"USDC": 1.0, "USDT": 1.0, "WBTC": 60000.0, "WETH": 3000.0}
+MC_MARKETS = [("compound-v3", "c", {"base": "USDC"}, {"WETH": {"liquidate_collateral_factor": 0.83, "liquidation_factor": 0.93},
+                                                     "WBTC": {"liquidate_collateral_factor": 0.7, "liquidation_factor": 0.9},
+                                                     "USDT": {"liquidate_collateral_factor": 0.9, "liquidation_factor": 0.95}}),
+              ("morpho-blue", "m", {"lltv": 0.86, "collateral": "WBTC", "loan": "USDC"}, {}),
+              ("morpho-blue", "w", {"lltv": 0.86, "collateral": "WETH", "loan": "USDC"}, {})]
+MC_VENUES = {"WETH": {"kind": "constant_product", "base_reserve": 300.0, "quote_reserve": 9e5, "fee": 0.003},
+             "WBTC": {"kind": "constant_product", "base_reserve": 30.0, "quote_reserve": 1.8e6, "fee": 0.003}}
+
+
+def _multi_collateral(comets, morphos):
+    rows = []
+    for i, (weth, second, amount, frac) in enumerate(comets):
+        cap = weth * 3000.0 * 0.83 + amount * MC_PRICES[second] * (0.7 if second == "WBTC" else 0.9)
+        rows += [("compound-v3", "c", f"c{i}", "WETH", "collateral", weth), ("compound-v3", "c", f"c{i}", second, "collateral", amount),
+                 ("compound-v3", "c", f"c{i}", "USDC", "debt", cap * frac)]
+    for i, (market, coll, frac) in enumerate(morphos):
+        sym = "WBTC" if market == "m" else "WETH"
+        rows += [("morpho-blue", market, f"{market}{i}", sym, "collateral", coll),
+                 ("morpho-blue", market, f"{market}{i}", "USDC", "debt", coll * MC_PRICES[sym] * 0.86 * frac)]
+    return make_snapshot(MC_PRICES, rows, MC_MARKETS, MC_VENUES)
+
+
+def test_multi_collateral_comet_curve_is_not_compiled():
+    """The review's case: 6 Comet accounts with WETH+WBTC plus Morpho WBTC borrowers. Before the fix the
+    compiled curve ended WETH at 2527.8 at a 10.3% shock where the engine ends it at 1902.3."""
+    comets = [(10.0, "WBTC", 0.5, 0.55 + 0.08 * i) for i in range(6)]
+    snap = _multi_collateral(comets, [("m", 2.0, 0.9 + 0.01 * i) for i in range(10)])
+    with pytest.raises(Exception, match="cannot be compiled"):
+        cascade_curve(snap, "WETH", points=5, max_shock=0.5, method="compiled")
+    auto = cascade_curve(snap, "WETH", points=30, max_shock=0.5)
+    assert auto.method == "general"
+    s = float(auto.curve.shock[6])
+    r = solve(snap, {"WETH": s}, "equilibrium")
+    assert auto.curve.end_price[6] == r.end_prices["WETH"]
+    assert r.end_prices["WETH"] < 0.75 * 3000.0 * (1 - s)  # the WBTC leg carries the chain far below the shock
+
+
+MC_COMET = st.tuples(st.floats(1.0, 20.0), st.sampled_from(["WBTC", "USDT"]), st.floats(0.01, 1.0), st.floats(0.4, 0.99))
+MC_MORPHO = st.tuples(st.sampled_from(["m", "w"]), st.floats(0.1, 5.0), st.floats(0.5, 0.99))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(MC_COMET, min_size=1, max_size=6), st.lists(MC_MORPHO, max_size=6))
+def test_auto_curve_with_multi_collateral_equals_general_engine(comets, morphos):
+    """Whatever path `auto` takes (compiled when every second collateral is a stable without a venue),
+    it gives the general engine's curve; a volatile second collateral never compiles."""
+    snap = _multi_collateral(comets, morphos)
+    auto = cascade_curve(snap, "WETH", points=12, max_shock=0.6)
+    ref = cascade_curve(snap, "WETH", points=12, max_shock=0.6, method="general")
+    if any(second == "WBTC" for _, second, _, _ in comets):
+        assert auto.method == "general"
+    else:
+        assert auto.method == "compiled"
+    assert_allclose(auto.curve.end_price, ref.curve.end_price, rtol=1e-8)
+    assert_allclose(auto.curve.liquidated_collateral_usd, ref.curve.liquidated_collateral_usd, rtol=1e-7, atol=1e-6)
+    assert_allclose(auto.curve.bad_debt_usd, ref.curve.bad_debt_usd, rtol=1e-7, atol=1e-5)
