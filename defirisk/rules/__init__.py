@@ -19,12 +19,14 @@ REGISTRY: dict[str, type[Rule]] = {
 }
 
 
-def rule_for(market, symbols) -> Rule:
+def rule_for(market, symbols, prices0=None) -> Rule:
+    """The rule of `market`; `prices0` = the snapshot's USD prices in `symbols` order (needed by rules
+    that anchor to a protocol's own oracle, e.g. Morpho markets with `params.oracle_price`)."""
     try:
         cls = REGISTRY[market.protocol]
     except KeyError:
         raise InputError(f"market {market.market}: unknown protocol {market.protocol!r} (known: {', '.join(REGISTRY)})") from None
-    return cls(market, tuple(symbols))
+    return cls(market, tuple(symbols), prices0)
 
 
 __all__ = ["REGISTRY", "rule_for", "Rule", "BookState", "Events", "Step", "incentive_factor"]

@@ -69,8 +69,8 @@ class AaveV3(Rule):
     protocol = "aave-v3"
     independent = True
 
-    def __init__(self, market: MarketParams, symbols: tuple[str, ...]):
-        super().__init__(market, symbols)
+    def __init__(self, market: MarketParams, symbols: tuple[str, ...], prices0=None):
+        super().__init__(market, symbols, prices0)
         self.version = _version_tuple(market.params.get("version", "3.0"))
         k = len(symbols)
         self.lt = np.zeros(k)

@@ -77,10 +77,12 @@ class Rule:
     # redistribution shared between accounts): the solver may then run a rule on a subset of rows.
     independent: bool = False
 
-    def __init__(self, market: MarketParams, symbols: tuple[str, ...]):
+    def __init__(self, market: MarketParams, symbols: tuple[str, ...], prices0: np.ndarray | None = None):
         self.market = market
         self.symbols = symbols
         self.index = {s: i for i, s in enumerate(symbols)}
+        # the snapshot's USD prices (assets.csv), column order: anchors protocol-own oracles (Morpho)
+        self.prices0 = None if prices0 is None else np.asarray(prices0, dtype=float).copy()
 
     # -- helpers -------------------------------------------------------------------------------
     def where(self) -> str:

@@ -19,8 +19,8 @@ class CompoundV3(Rule):
     protocol = "compound-v3"
     independent = True
 
-    def __init__(self, market, symbols):
-        super().__init__(market, symbols)
+    def __init__(self, market, symbols, prices0=None):
+        super().__init__(market, symbols, prices0)
         self.base = self.symbol_param("base")
         k = len(symbols)
         self.lcf, self.lf = np.zeros(k), np.zeros(k)

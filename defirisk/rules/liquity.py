@@ -23,8 +23,8 @@ from defirisk.rules.base import BookState, Events, Rule, Step
 class Liquity(Rule):
     protocol = "liquity"
 
-    def __init__(self, market, symbols):
-        super().__init__(market, symbols)
+    def __init__(self, market, symbols, prices0=None):
+        super().__init__(market, symbols, prices0)
         self.c = self.symbol_param("collateral")
         self.d = self.symbol_param("debt", "LUSD")
         self.mcr = self.param("mcr", lo=1.0, hi=10.0, default=1.1)

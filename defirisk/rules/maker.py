@@ -26,8 +26,8 @@ class Maker(Rule):
     protocol = "maker"
     independent = True  # hole/Hole room is per call; barking one urn never changes another's ratio
 
-    def __init__(self, market, symbols):
-        super().__init__(market, symbols)
+    def __init__(self, market, symbols, prices0=None):
+        super().__init__(market, symbols, prices0)
         self.c = self.symbol_param("collateral")
         self.d = self.symbol_param("debt", "DAI")
         self.mat = self.param("liquidation_ratio", lo=1.0, hi=100.0, aliases=("mat",))

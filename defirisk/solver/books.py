@@ -33,9 +33,10 @@ def build_books(snapshot: Snapshot) -> list[Book]:
     k = len(symbols)
     f = snapshot.positions._frame
     groups = {key: g for key, g in f.groupby(["protocol", "market"], sort=False)} if len(f) else {}
+    prices0 = np.array([snapshot.assets[s].price_usd for s in symbols], dtype=float)
     books = []
     for m in sorted(snapshot.markets, key=lambda m: m.key):
-        rule = rule_for(m, symbols)
+        rule = rule_for(m, symbols, prices0)
         g = groups.get(m.key)
         if g is None or len(g) == 0:
             z = np.zeros((0, k))

@@ -118,12 +118,12 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
         dusd = (D[holds] * p).sum(axis=1)
         zeros = np.zeros_like(Cx)
         if proto == "morpho-blue":
-            lltv, lif = rule.lltv, rule.lif
-            t = dusd / (Cx * lltv)
-            u = dusd * lif / Cx
+            lltv, lif, k = rule.lltv, rule.lif, rule.k  # k: market oracle / USD ratio (collateral price factor)
+            t = dusd / (Cx * k * lltv)
+            u = dusd * lif / (Cx * k)
             # [0,u) c1 and [u,t) c2 written as [0,u) c1-c2 plus [0,t) c2: pieces from 0 need one point
-            add(proto, zeros, u, np.stack([Cx, -dusd * lif, Cx, -dusd * lif, dusd, -Cx / lif], 0))
-            add(proto, zeros, t, np.stack([zeros, dusd * lif, zeros, dusd * lif, zeros, zeros], 0))
+            add(proto, zeros, u, np.stack([Cx, -dusd * lif / k, Cx, -dusd * lif / k, dusd, -Cx * k / lif], 0))
+            add(proto, zeros, t, np.stack([zeros, dusd * lif / k, zeros, dusd * lif / k, zeros, zeros], 0))
         elif proto == "compound-v3":
             oc = (others_c[holds] * others_p * np.delete(rule.lcf, j)).sum(axis=1)
             ol = (others_c[holds] * others_p * np.delete(rule.lf, j)).sum(axis=1)

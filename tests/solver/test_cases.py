@@ -104,7 +104,48 @@ def compound_one():
                          [("compound-v3", "c", {"base": "USDC"}, {"WETH": {"liquidate_collateral_factor": 0.85, "liquidation_factor": 0.9}})])
 
 
+# --- case 8: a Morpho market whose own oracle differs from the USD ratio of assets.csv ------------------
+# COLL is $1000 in assets.csv but the market's oracle says 1100 USDC per COLL (an exchange-rate oracle):
+# k = 1100 * 1 / 1000 = 1.1. C = 100, D = 80,000 USDC, LLTV 0.8, LIF = 1/0.94. The oracle moves with
+# the USD price: oracle(P) = 1100 * P / 1000, so the trigger is 100 * 1.1 P * 0.8 < 80,000 -> P < 909.09
+# (the USD ratio would say P < 1000).
+def morpho_oracle(oracle_price=1100.0):
+    return make_snapshot({"COLL": 1000.0, "USDC": 1.0},
+                         [("morpho-blue", "x", "a", "COLL", "collateral", 100.0), ("morpho-blue", "x", "a", "USDC", "debt", 80_000.0)],
+                         [("morpho-blue", "x", {"lltv": 0.8, "collateral": "COLL", "loan": "USDC", "oracle_price": oracle_price}, {})])
+
+
+# both legs volatile: wstETH $3500, WETH $3000 in assets.csv (ratio 1.1667), oracle 1.2 WETH per wstETH;
+# C = 10 wstETH, D = 10 WETH, LLTV 0.945, LIF = 1/(1 - 0.3*0.055) = 1/0.9835.
+def morpho_oracle_lst():
+    return make_snapshot({"WETH": 3000.0, "wstETH": 3500.0},
+                         [("morpho-blue", "y", "b", "wstETH", "collateral", 10.0), ("morpho-blue", "y", "b", "WETH", "debt", 10.0)],
+                         [("morpho-blue", "y", {"lltv": 0.945, "collateral": "wstETH", "loan": "WETH", "oracle_price": 1.2}, {})])
+
+
+LIF_0945 = 1.0 / (1.0 - 0.3 * 0.055)
+
 CASES = [
+    # P = 950: oracle 1045 -> 100*1045*0.8 = 83,600 >= 80,000: healthy (USD ratio: 76,000 < 80,000, liquidatable)
+    Case("morpho-oracle-healthy", morpho_oracle, {"COLL": 0.05}, "sequential", {"repaid": 0.0, "accounts": 0, "liquidated_usd": 0.0}),
+    # P = 800: oracle 880 -> 70,400 < 80,000; seized = 80,000 LIF / 880 = 96.71 COLL < 100: all debt repaid, no
+    # bad debt (the USD ratio would seize 80,000 LIF/800 = 106.4 > 100 and leave bad debt)
+    Case("morpho-oracle-partial", morpho_oracle, {"COLL": 0.2}, "sequential",
+         {"repaid": 80_000.0, "bad": 0.0, "liquidated_usd": 80_000.0 / 0.94 / 880.0 * 800.0, "accounts": 1}),
+    # P = 700: oracle 770; 80,000 LIF / 770 = 110.5 > 100 -> seize all 100, repay 100 * 770 * 0.94 = 72,380
+    Case("morpho-oracle-bad-debt", morpho_oracle, {"COLL": 0.3}, "equilibrium",
+         {"repaid": 72_380.0, "bad": 80_000.0 - 72_380.0, "liquidated_usd": 70_000.0}),
+    # oracle equal to the USD ratio (1000) gives the plain USD rule: P = 950 liquidates, seizes 80,000 LIF/950
+    Case("morpho-oracle-equals-usd", lambda: morpho_oracle(1000.0), {"COLL": 0.05}, "sequential",
+         {"repaid": 80_000.0, "liquidated_usd": 80_000.0 / 0.94}),
+    # wstETH -10%: oracle 1.08 -> 10*1.08*0.945 = 10.206 >= 10: healthy (USD ratio 3150/3000 = 1.05 -> 9.92, liquidatable)
+    Case("morpho-oracle-lst-healthy", morpho_oracle_lst, {"wstETH": 0.1}, "sequential", {"accounts": 0}),
+    # wstETH -15%: oracle 1.02 -> 9.639 < 10; seized = 10 LIF / 1.02 wstETH, worth 2975 USD each
+    Case("morpho-oracle-lst-liquidated", morpho_oracle_lst, {"wstETH": 0.15}, "sequential",
+         {"repaid": 30_000.0, "bad": 0.0, "liquidated_usd": 10.0 * LIF_0945 / 1.02 * 2975.0}),
+    # WETH -10% too (the loan leg): oracle = 1.2 * 0.85 / 0.9 = 1.1333 -> 10*1.1333*0.945 = 10.71: healthy
+    Case("morpho-oracle-lst-loan-moves", morpho_oracle_lst, {"wstETH": 0.15, "WETH": 0.1}, "sequential", {"accounts": 0}),
+
     Case("cp-nofee-morpho-seq", cp_morpho, {"WETH": 0.1}, "sequential", {"end:WETH": SEQ_END, "rounds": 1, "repaid": 76_000.0}),
     Case("cp-nofee-morpho-eq", cp_morpho, {"WETH": 0.1}, "equilibrium",
          {"end:WETH": EQ_END, "bad": 76_000.0 - 100 * EQ_END / LIF_08}, rtol=1e-9),
@@ -186,3 +227,30 @@ def test_errors_are_raised_not_returned():
         solve(snap, {"WETH": 0.2}, "sequential", max_rounds=2)
     with pytest.raises(ConvergenceError):
         solve(snap, {"WETH": 0.2}, "equilibrium", max_rounds=1)
+
+
+def test_morpho_oracle_curve_compiled_equals_general():
+    """The compiled Morpho pieces use the same oracle factor k as the rule."""
+    from defirisk.solver import cascade_curve
+
+    rows = []
+    for i in range(12):
+        rows += [("morpho-blue", "x", f"a{i}", "COLL", "collateral", 10.0),
+                 ("morpho-blue", "x", f"a{i}", "USDC", "debt", 10.0 * 1100.0 * 0.8 * (0.5 + 0.04 * i))]
+    snap = make_snapshot({"COLL": 1000.0, "USDC": 1.0}, rows,
+                         [("morpho-blue", "x", {"lltv": 0.8, "collateral": "COLL", "loan": "USDC", "oracle_price": 1100.0}, {})],
+                         {"COLL": {"kind": "constant_product", "base_reserve": 200.0, "quote_reserve": 2e5, "fee": 0.003}})
+    fast = cascade_curve(snap, "COLL", points=40, max_shock=0.7, method="compiled")
+    slow = cascade_curve(snap, "COLL", points=40, max_shock=0.7, method="general")
+    assert_allclose(fast.curve.end_price, slow.curve.end_price, rtol=1e-9)
+    assert_allclose(fast.curve.liquidated_collateral_usd, slow.curve.liquidated_collateral_usd, rtol=1e-8, atol=1e-6)
+    assert_allclose(fast.curve.bad_debt_usd, slow.curve.bad_debt_usd, rtol=1e-8, atol=1e-6)
+    assert slow.curve.liquidated_collateral_usd.iloc[-1] > 0
+
+
+@pytest.mark.parametrize("bad", [0.0, -5.0, "abc", float("nan")])
+def test_morpho_oracle_price_must_be_positive(bad):
+    from defirisk.errors import InputError
+
+    with pytest.raises(InputError, match="oracle_price"):
+        solve(morpho_oracle(bad), {"COLL": 0.1}, "sequential")
