@@ -9,7 +9,8 @@ the remaining debt and coll redistributed to all other active troves pro rata to
 (our stake proxy). Recovery mode (TCR < CCR, re-checked after every trove in the batch): ICR <= 100%
 -> pure redistribution; 100% < ICR < MCR -> as normal; MCR <= ICR < TCR -> only if the pool covers
 the whole debt: offset it all, collateral capped at debt * MCR / P (surplus back to the owner, not
-sold). The last active trove is never liquidated. Redistributed debt not backed by the redistributed
+sold); a trove the remaining pool cannot cover is skipped and the batch goes on with the next one
+(TroveManager returns zero values for it). The last active trove is never liquidated. Redistributed debt not backed by the redistributed
 collateral's value is reported as (socialised) bad debt.
 """
 from __future__ import annotations
@@ -82,7 +83,9 @@ class Liquity(Rule):
                 break
             if recovery and icr >= self.mcr:
                 if not (icr < tcr and D <= sp):
-                    break
+                    # TroveManager._liquidateRecoveryMode returns zero values and the sequence moves on:
+                    # a later trove with a smaller debt may still fit in what is left of the pool.
+                    continue
                 seized = D * self.mcr / p
                 gas = seized * self.gas
                 to_sp, offset, d_red, c_red = seized - gas, D, 0.0, 0.0

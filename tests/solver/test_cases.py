@@ -125,7 +125,36 @@ def morpho_oracle_lst():
 
 LIF_0945 = 1.0 / (1.0 - 0.3 * 0.055)
 
+
+# --- case 9: Liquity recovery mode (ETH $2000 -> $1000, no venue; LUSD $1) -------------------------------
+# A 12 ETH/10,000 (ICR 1.2), B 12.5/10,000 (1.25), E 1.27/1,000 (1.27), C 6.5/5,000 (1.3), D 40/30,000 (1.333);
+# TCR = 72,270/56,000 = 1.2905 < 1.5: recovery. SP = 12,000. Batch in ICR order:
+#  A: 1.1 <= ICR < TCR, 10,000 <= SP -> capped offset: seize 10,000*1.1/1000 = 11 ETH (1 ETH surplus to the
+#     owner), SP -> 2,000. B: 10,000 > 2,000 -> skipped, the batch goes on. E: TCR now 60,270/46,000 = 1.310 >
+#     1.27 and 1,000 <= 2,000 -> seize 1.1 ETH, SP -> 1,000. C, D: ICR >= TCR. All in ONE round.
+def liquity_recovery():
+    troves = {"A": (12.0, 10_000.0), "B": (12.5, 10_000.0), "E": (1.27, 1_000.0), "C": (6.5, 5_000.0), "D": (40.0, 30_000.0)}
+    rows = [r for a, (c, d) in troves.items() for r in (("liquity", "l", a, "WETH", "collateral", c), ("liquity", "l", a, "LUSD", "debt", d))]
+    return make_snapshot({"LUSD": 1.0, "WETH": 2000.0}, rows,
+                         [("liquity", "l", {"collateral": "WETH", "debt": "LUSD", "stability_pool": 12_000.0}, {})])
+
+
+# F 1/1,100 (ICR 0.909), G 10/8,000 (1.25), H 10/7,000 (1.43): TCR = 21,000/16,100 = 1.304, recovery; SP 5,000.
+# F (ICR <= 100%): pure redistribution, no offset: 0.005 ETH gas compensation sold, 0.995 ETH + 1,100 LUSD to G
+# and H (half each); socialised bad debt 1,100 - 995 = 105. G: ICR 10.4975/8,550 = 1.228 < TCR but 8,550 > SP.
+def liquity_recovery_redistribute():
+    troves = {"F": (1.0, 1_100.0), "G": (10.0, 8_000.0), "H": (10.0, 7_000.0)}
+    rows = [r for a, (c, d) in troves.items() for r in (("liquity", "l", a, "WETH", "collateral", c), ("liquity", "l", a, "LUSD", "debt", d))]
+    return make_snapshot({"LUSD": 1.0, "WETH": 2000.0}, rows,
+                         [("liquity", "l", {"collateral": "WETH", "debt": "LUSD", "stability_pool": 5_000.0}, {})])
+
 CASES = [
+    Case("liquity-recovery-capped-skip", liquity_recovery, {"WETH": 0.5}, "sequential",
+         {"rounds": 1, "accounts": 2, "repaid": 11_000.0, "sold:WETH": 12.1, "liquidated_usd": 12_100.0, "bad": 0.0}),
+    Case("liquity-recovery-capped-skip-eq", liquity_recovery, {"WETH": 0.5}, "equilibrium",
+         {"accounts": 2, "repaid": 11_000.0, "sold:WETH": 12.1, "bad": 0.0}),
+    Case("liquity-recovery-redistribute", liquity_recovery_redistribute, {"WETH": 0.5}, "sequential",
+         {"accounts": 1, "repaid": 0.0, "sold:WETH": 0.005, "bad": 105.0, "liquidated_usd": 1000.0}),
     # P = 950: oracle 1045 -> 100*1045*0.8 = 83,600 >= 80,000: healthy (USD ratio: 76,000 < 80,000, liquidatable)
     Case("morpho-oracle-healthy", morpho_oracle, {"COLL": 0.05}, "sequential", {"repaid": 0.0, "accounts": 0, "liquidated_usd": 0.0}),
     # P = 800: oracle 880 -> 70,400 < 80,000; seized = 80,000 LIF / 880 = 96.71 COLL < 100: all debt repaid, no
