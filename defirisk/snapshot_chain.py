@@ -45,6 +45,7 @@ class SnapshotRun:
     seconds: dict[str, float] = field(default_factory=dict)
     calls: int = 0  # view calls made through multicall
     requests: int = 0  # HTTP requests
+    skipped: list[dict[str, str]] = field(default_factory=list)  # markets left out: protocol, market, id, reason
 
     @property
     def total_accounts(self) -> int:
@@ -153,7 +154,7 @@ def take_snapshot(rpc_url: str | None = None, block: int | None = None,
             seconds["write"] = time.perf_counter() - t1
         seconds["total"] = time.perf_counter() - t0
         return SnapshotRun(snap, path, ref, run["accounts"], run["discovered"], seconds, mc.calls_sent,
-                           client.requests_sent)
+                           client.requests_sent, skipped=list(run["skipped"]))
     finally:
         client.close()
 
@@ -221,6 +222,7 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
             accounts[key] = len(accts)
             discovered[key] = len(cands)
 
+    skipped: list[dict[str, str]] = []
     if "morpho-blue" in protos:
         m = book.morpho_blue
         if m is None:
@@ -228,7 +230,10 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
         t = time.perf_counter()
         ids = morpho_blue.discover_markets(client, ref, m.morpho, m.start_block, cache=cache)
         ids = list(dict.fromkeys(ids + [i for i in m.market_ids]))
-        mkts = morpho_blue.read_markets(client, mc, m.morpho, ids, ref, known_symbols=known)
+        read = morpho_blue.read_markets(client, mc, m.morpho, ids, ref, known_symbols=known)
+        for sk in read.skipped:
+            _skip(skipped, progress, sk.as_dict())
+        mkts = _price_morpho_tokens(mc, ref, book, symbols, prices, oracle_of, read.markets, skipped, progress)
         seconds["morpho-blue:markets"] = time.perf_counter() - t
         t = time.perf_counter()
         pairs = morpho_blue.discover_borrowers(
@@ -242,7 +247,6 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
         seconds["morpho-blue:read"] = time.perf_counter() - t
         names: dict[str, str] = {}
         taken: set[str] = set()
-        need_feed: dict[str, tuple] = {}
         for mk in mkts:
             lsym = symbols.add(mk.loan_token, mk.loan_symbol, mk.loan_decimals)
             csym = symbols.add(mk.collateral_token, mk.collateral_symbol, mk.collateral_decimals)
@@ -253,7 +257,6 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
             params = morpho_blue.market_params(mk)
             markets.append(MarketParams("morpho-blue", name, params, {csym: {}, lsym: {}}))
             used_assets.update((csym, lsym))
-            need_feed[csym] = (lsym, params["oracle_price"], mk.oracle)
         by_id = {mk.id: mk for mk in mkts}
         for p in positions:
             mk = by_id[p.market_id]
@@ -265,23 +268,72 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
                     p.borrowed / 10 ** mk.loan_decimals)
         accounts["morpho-blue"] = len({p.account for p in positions})
         discovered["morpho-blue"] = len(pairs)
-        # Prices for Morpho tokens not priced by an Aave oracle: book feeds, then the market oracle.
-        feeds = {s: book.feeds[s] for s in used_assets if s not in prices and s in book.feeds}
-        if feeds:
-            for s, r in oracles.read_feeds(mc, feeds, ref.timestamp).items():
-                prices[s] = r.price
-                oracle_of[s] = f"chainlink:{r.feed}"
-        for csym, (lsym, oprice, oracle_addr) in need_feed.items():
-            if csym not in prices and lsym in prices:
-                prices[csym] = oprice * prices[lsym]
-                oracle_of[csym] = f"morpho-oracle:{oracle_addr}"
     run_venues = _read_venues(mc, book, symbols, prices, used_assets, progress)
     missing = sorted(s for s in used_assets if s not in prices)
     if missing:
         raise ChainError(f"no USD price for {', '.join(missing)}: add a Chainlink feed for it to the address "
                          f"book's feeds")
     return {"symbols": symbols, "prices": prices, "oracle_of": oracle_of, "markets": markets, "cols": cols,
-            "accounts": accounts, "discovered": discovered, "venues": run_venues, "used": used_assets}
+            "accounts": accounts, "discovered": discovered, "venues": run_venues, "used": used_assets,
+            "skipped": skipped}
+
+
+def _skip(skipped: list[dict[str, str]], progress: Progress, entry: dict[str, str]) -> None:
+    """Record a skipped market (manifest `skipped_markets`) and say so on the progress channel."""
+    skipped.append(entry)
+    progress(f"warning: {entry['protocol']} market {entry['market']} ({entry['id']}) skipped: {entry['reason']}", 1, 1)
+
+
+def _price_morpho_tokens(mc: Multicaller, ref: BlockRef, book: AddressBook, symbols: _Symbols,
+                         prices: dict[str, float], oracle_of: dict[str, str],
+                         mkts: Sequence[morpho_blue.MorphoMarket], skipped: list[dict[str, str]],
+                         progress: Progress) -> list[morpho_blue.MorphoMarket]:
+    """USD prices for the tokens of the Morpho markets read; the markets whose tokens get one.
+
+    Order: a price already known (an Aave reserve's AaveOracle price), else the book's Chainlink
+    feed, else (collateral only) the market's own oracle price times the loan token's USD price. A
+    market whose loan token has none of these cannot be put in USD, so it is skipped and recorded
+    like a market whose oracle reverts; one exotic loan token must not stop a mainnet snapshot.
+    """
+    def book_symbol(addr: str) -> str | None:
+        return symbols.by_addr.get(addr.lower())
+
+    want = {s for mk in mkts for s in (book_symbol(mk.loan_token), book_symbol(mk.collateral_token))
+            if s is not None and s not in prices and s in book.feeds}
+    feeds = {s: book.feeds[s] for s in sorted(want)}
+    readings, failures = oracles.read_feeds_lenient(mc, feeds, ref.timestamp) if feeds else ({}, {})
+    for s, r in readings.items():
+        prices[s] = r.price
+        oracle_of[s] = f"chainlink:{r.feed}"
+    # A collateral priced through its market's oracle can be another market's loan token, so
+    # repeat until no market gains a price (markets are few; this is cheap).
+    pending = list(mkts)
+    kept_ids: set[str] = set()
+    progress_made = True
+    while pending and progress_made:
+        progress_made = False
+        for mk in list(pending):
+            lsym = book_symbol(mk.loan_token)
+            if lsym is None or lsym not in prices:
+                continue
+            csym = symbols.add(mk.collateral_token, mk.collateral_symbol, mk.collateral_decimals)
+            if csym not in prices:
+                # Whole loan tokens per whole collateral token (the market's oracle) times loan USD.
+                prices[csym] = morpho_blue.market_params(mk)["oracle_price"] * prices[lsym]
+                oracle_of[csym] = f"morpho-oracle:{mk.oracle}"
+            kept_ids.add(mk.id)
+            pending.remove(mk)
+            progress_made = True
+    for mk in pending:
+        lsym = book_symbol(mk.loan_token)
+        why = (f" (its book feed failed: {failures[lsym]})" if lsym in failures else
+               " (not an Aave reserve of this snapshot, no Chainlink feed for it in the address book, and no "
+               "priced market whose collateral it is)")
+        name = f"{mk.collateral_symbol}/{mk.loan_symbol}-{morpho_blue.lltv_text(mk.lltv)}"
+        _skip(skipped, progress, {"protocol": "morpho-blue", "market": name, "id": mk.id,
+                                  "reason": f"no USD price for loan token {mk.loan_symbol} ({mk.loan_token}){why}"})
+    kept = [mk for mk in mkts if mk.id in kept_ids]
+    return kept
 
 
 def _rename_reserves(market: aave_v3.AaveMarket, sym_of: Mapping[str, str]) -> aave_v3.AaveMarket:
@@ -341,6 +393,8 @@ def _build_snapshot(run: Mapping[str, Any], ref: BlockRef, book: AddressBook, cl
         "source": f"defirisk snapshot of {redact_url(client.display_url)} with address book {book.name}",
         "protocols": list(protos), "accounts": dict(run["accounts"]),
         "discovered_accounts": dict(run["discovered"]), "address_book": book.name,
+        # Markets that could not be read (oracle/IRM reverts, no USD price): absent from positions.
+        "skipped_markets": [dict(x) for x in run["skipped"]],
     }
     return Snapshot(manifest=manifest, assets=assets, positions=Positions(frame), markets=tuple(run["markets"]),
                     venues=venues)

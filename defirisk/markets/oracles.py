@@ -54,3 +54,23 @@ def decode_feeds(feeds: Mapping[str, str], results: list, block_timestamp: int) 
 def read_feeds(mc: Multicaller, feeds: Mapping[str, str], block_timestamp: int) -> dict[str, FeedReading]:
     """Read every feed in one multicall batch."""
     return decode_feeds(feeds, mc.run(feed_calls(feeds)), block_timestamp)
+
+
+def read_feeds_lenient(mc: Multicaller, feeds: Mapping[str, str],
+                       block_timestamp: int) -> tuple[dict[str, FeedReading], dict[str, str]]:
+    """Like `read_feeds`, but a feed that reverts, answers garbage or answers <= 0 is reported in the
+    second dict (symbol -> reason) instead of raising, so the caller can drop only what needs it."""
+    calls = [Call(c.target, c.fn, c.args, required=False, gas=c.gas, label=c.label) for c in feed_calls(feeds)]
+    results = mc.run(calls)
+    good: dict[str, FeedReading] = {}
+    bad: dict[str, str] = {}
+    for i, (sym, addr) in enumerate(feeds.items()):
+        dec, round_data = results[2 * i], results[2 * i + 1]
+        if dec is None or round_data is None:
+            bad[sym] = f"feed {addr}: decimals() or latestRoundData() reverted or did not decode"
+            continue
+        try:
+            good.update(decode_feeds({sym: addr}, [dec, round_data], block_timestamp))
+        except ChainError as exc:
+            bad[sym] = str(exc)
+    return good, bad

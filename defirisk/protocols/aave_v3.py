@@ -218,7 +218,8 @@ def read_market(client: RpcClient, mc: Multicaller, *, pool: str | None = None, 
         calls += [Call(pool, POOL.fn("getReserveData"), (a,), label=rl),
                   Call(pool, POOL.fn("getReserveNormalizedIncome"), (a,), label=rl),
                   Call(pool, POOL.fn("getReserveNormalizedVariableDebt"), (a,), label=rl),
-                  Call(oracle, ORACLE.fn("getAssetPrice"), (a,), label=rl),
+                  # Judged below so the error can name the reserve by symbol.
+                  Call(oracle, ORACLE.fn("getAssetPrice"), (a,), required=False, label=rl),
                   Call(oracle, ORACLE.fn("getSourceOfAsset"), (a,), required=False, label=rl),
                   Call(a, ERC20.fn("symbol"), required=False, label=rl)]
     res = mc.run(calls)
@@ -234,6 +235,12 @@ def read_market(client: RpcClient, mc: Multicaller, *, pool: str | None = None, 
     for (a, rd, income, debt_idx, price, source, sym), st in zip(raw, stable_supply):
         cfg = decode_reserve_config(rd[0][0])
         symbol = known.get(a.lower()) or (sym if isinstance(sym, str) and sym.isprintable() and sym else a[:10])
+        # Unlike a broken Morpho market, a reserve cannot be skipped: every account holding it would
+        # get a wrong health factor (its collateral or debt would be missing from the sums).
+        if price is None:
+            raise ChainError(f"{PROTOCOL} ({name}): AaveOracle {oracle} cannot price reserve {symbol} ({a}) at "
+                             f"block {getattr(block, 'number', block)}: getAssetPrice reverted (source {source or 'unknown'}); "
+                             f"Aave health factors need every reserve's price, so the snapshot stops")
         if price == 0:
             raise ChainError(f"{PROTOCOL} ({name}): AaveOracle {oracle} prices reserve {symbol} ({a}) at 0")
         reserves.append(Reserve(

@@ -10,15 +10,19 @@
   three-term Taylor expansion, in integer wad math; fee shares are added the same way. Borrowed
   assets are then `toAssetsUp(borrowShares)`, the rounding Morpho's health check uses.
 - Oracle: `price()` = collateral price in loan units scaled by 1e36 * 10^(loanDec - collDec).
+- A market whose oracle, IRM or token cannot be read is skipped with its reason (`read_markets`),
+  never the whole read: Morpho markets are permissionless and some on mainnet are broken.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from defirisk.chain.abi import checksum, interface
+import eth_abi
+
+from defirisk.chain.abi import AbiDecodeError, checksum, interface
 from defirisk.chain.logs import DiscoveryCache, LogScanner, discover, topic_address
-from defirisk.chain.multicall import Call, Multicaller
+from defirisk.chain.multicall import Call, Multicaller, RawCall
 from defirisk.chain.rpc import BlockRef, RpcClient
 from defirisk.errors import ChainError
 
@@ -153,49 +157,122 @@ def discover_borrowers(client: RpcClient, block: BlockRef, morpho: str, start_bl
     return out
 
 
+@dataclass(frozen=True)
+class SkippedMarket:
+    """A market left out of a snapshot, and why (recorded in the manifest's `skipped_markets`)."""
+
+    protocol: str
+    id: str  # Morpho market id (0x-prefixed 32 bytes)
+    market: str  # 'COLL/LOAN-LLTV' when the tokens could be named, else the id
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"protocol": self.protocol, "market": self.market, "id": self.id, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class MarketsRead:
+    """`read_markets`' result: the markets read in full, and those skipped with a reason."""
+
+    markets: tuple[MorphoMarket, ...]
+    skipped: tuple[SkippedMarket, ...]
+
+
+def _outcome(call: Call, ok: bool, data: bytes) -> tuple[Any, str | None]:
+    """(decoded value, None) or (None, what went wrong) for one aggregate3 result."""
+    if not ok:
+        return None, f"{call.fn.name}() on {call.target} reverted{_reason(data)}"
+    try:
+        return call.fn.decode(data), None
+    except AbiDecodeError:
+        return None, f"{call.fn.name}() on {call.target} returned {len(data)} bytes that do not decode (no contract there?)"
+
+
+def _reason(data: bytes) -> str:
+    if data[:4] == bytes.fromhex("08c379a0"):  # Error(string)
+        try:
+            return f" ({eth_abi.decode(['string'], data[4:])[0]!r})"
+        except Exception:  # a malformed reason is no reason
+            return ""
+    return ""
+
+
+def lltv_text(lltv: int) -> str:
+    text = f"{lltv / WAD:.6f}".rstrip("0")
+    return text[2:] if text.startswith("0.") else text.replace(".", "")
+
+
 def read_markets(client: RpcClient, mc: Multicaller, morpho: str, ids: Sequence[str], block: BlockRef, *,
-                 known_symbols: Mapping[str, str] | None = None) -> list[MorphoMarket]:
-    """Parameters, state accrued to the pinned block and oracle price of each market."""
+                 known_symbols: Mapping[str, str] | None = None) -> MarketsRead:
+    """Parameters, state accrued to the pinned block and oracle price of each market.
+
+    Morpho Blue is permissionless: anyone can create a market with any oracle, IRM and tokens, and
+    mainnet has many whose oracle reverts or whose token is not an ERC-20. One such market must not
+    stop the snapshot, so a market whose oracle `price()`, IRM `borrowRateView` or token `decimals()`
+    fails (or whose oracle answers 0) is returned in `skipped` with the reason, and the rest are read.
+    The Morpho contract itself failing (no code, `idToMarketParams`/`market` reverting) is still an
+    error: that is the wrong address, not one bad market.
+    """
     if not client.get_code(morpho, block):
         raise ChainError(f"{PROTOCOL}: no contract at {morpho} (Morpho) at block {block.number}")
     if not ids:
-        return []
+        return MarketsRead((), ())
     lab = f"{PROTOCOL} Morpho {morpho}"
     first = mc.run([c for i in ids for c in (Call(morpho, MORPHO.fn("idToMarketParams"), (bytes.fromhex(i[2:]),), label=lab),
                                              Call(morpho, MORPHO.fn("market"), (bytes.fromhex(i[2:]),), label=lab))])
     params = [first[2 * k] for k in range(len(ids))]
     states = [MarketState(*first[2 * k + 1]) for k in range(len(ids))]
-    calls = []
-    tokens = sorted({t for p in params for t in (p[0], p[1]) if t != ZERO_ADDRESS})
-    for p, s, mid in zip(params, states, ids):
-        ml = f"{PROTOCOL} market {mid}"
-        calls.append(Call(p[2], ORACLE.fn("price"), label=ml + " oracle") if p[2] != ZERO_ADDRESS else None)
-        calls.append(Call(p[3], IRM.fn("borrowRateView"), (tuple(p), s.as_tuple()), gas=200_000, label=ml + " irm")
-                     if p[3] != ZERO_ADDRESS else None)
-    real = [c for c in calls if c is not None]
-    token_calls = [Call(t, ERC20.fn(f), label=f"{PROTOCOL} token {t}", required=(f == "decimals"))
-                   for t in tokens for f in ("decimals", "symbol")]
-    out_real = mc.run(real + token_calls)
-    it = iter(out_real[:len(real)])
-    per_market = [next(it) if c is not None else None for c in calls]
-    tok = {t: (out_real[len(real) + 2 * j], out_real[len(real) + 2 * j + 1]) for j, t in enumerate(tokens)}
-    known = {k.lower(): v for k, v in (known_symbols or {}).items()}
-    markets = []
-    for k, (mid, p, s) in enumerate(zip(ids, params, states)):
-        price, rate = per_market[2 * k], per_market[2 * k + 1]
+    for mid, p in zip(ids, params):
         if p[0] == ZERO_ADDRESS:
             raise ChainError(f"{PROTOCOL}: market {mid} from CreateMarket has no params in idToMarketParams "
                              f"at {morpho} (not a Morpho Blue contract?)")
-        if price is None:
+    calls: list[Call | None] = []
+    tokens = sorted({t for p in params for t in (p[0], p[1]) if t != ZERO_ADDRESS})
+    for p, s, mid in zip(params, states, ids):
+        ml = f"{PROTOCOL} market {mid}"
+        calls.append(Call(p[2], ORACLE.fn("price"), required=False, label=ml + " oracle")
+                     if p[2] != ZERO_ADDRESS else None)
+        calls.append(Call(p[3], IRM.fn("borrowRateView"), (tuple(p), s.as_tuple()), required=False, gas=200_000,
+                          label=ml + " irm") if p[3] != ZERO_ADDRESS else None)
+    real = [c for c in calls if c is not None]
+    token_calls = [Call(t, ERC20.fn(f), required=False, label=f"{PROTOCOL} token {t}")
+                   for t in tokens for f in ("decimals", "symbol")]
+    raw = mc.run_raw([RawCall(c.target, c.fn.encode(*c.args), True, c.gas) for c in real + token_calls])
+    outcomes = [_outcome(c, ok, data) for c, (ok, data) in zip(real + token_calls, raw)]
+    it = iter(outcomes[:len(real)])
+    per_market = [next(it) if c is not None else (None, None) for c in calls]
+    tok = {t: (outcomes[len(real) + 2 * j], outcomes[len(real) + 2 * j + 1][0]) for j, t in enumerate(tokens)}
+    known = {k.lower(): v for k, v in (known_symbols or {}).items()}
+
+    def symbol(addr: str) -> str:
+        sym = tok[addr][1]
+        return known.get(addr.lower()) or (sym if isinstance(sym, str) and sym.isprintable() and sym else addr[:10])
+
+    markets, skipped = [], []
+    for k, (mid, p, s) in enumerate(zip(ids, params, states)):
+        (price, price_err), (rate, rate_err) = per_market[2 * k], per_market[2 * k + 1]
+        if p[2] == ZERO_ADDRESS:
             continue  # markets without an oracle cannot hold debt (Morpho checks the oracle on borrow)
+        name = f"{symbol(p[1])}/{symbol(p[0])}-{lltv_text(p[4])}"
+        problems = []
+        for role, addr in (("loan", p[0]), ("collateral", p[1])):
+            (dec, dec_err) = tok[addr][0]
+            if dec_err is not None or not isinstance(dec, int) or dec > 77:
+                problems.append(f"{role} token {addr}: " + (dec_err or f"decimals() = {dec!r}"))
+        if price_err is not None:
+            problems.append(f"oracle: {price_err}")
+        elif price == 0:
+            problems.append(f"oracle: price() on {p[2]} is 0")
+        if rate_err is not None:
+            problems.append(f"irm: {rate_err}")
+        if problems:
+            skipped.append(SkippedMarket(PROTOCOL, mid, name, "; ".join(problems)))
+            continue
         accrued = accrue(s, rate, mc.block.timestamp) if rate is not None else s
-        ldec, lsym = tok[p[0]]
-        cdec, csym = tok[p[1]]
         markets.append(MorphoMarket(
-            mid, p[0], p[1], p[2], p[3], p[4], accrued, price, ldec, cdec,
-            known.get(p[0].lower()) or (lsym if lsym else p[0][:10]),
-            known.get(p[1].lower()) or (csym if csym else p[1][:10])))
-    return markets
+            mid, p[0], p[1], p[2], p[3], p[4], accrued, price, tok[p[0]][0][0], tok[p[1]][0][0],
+            symbol(p[0]), symbol(p[1])))
+    return MarketsRead(tuple(markets), tuple(skipped))
 
 
 def read_positions(mc: Multicaller, morpho: str, markets: Sequence[MorphoMarket],
@@ -217,9 +294,7 @@ def read_positions(mc: Multicaller, morpho: str, markets: Sequence[MorphoMarket]
 
 def market_name(m: MorphoMarket, taken: set[str]) -> str:
     """'COLL/LOAN-LLTV' (LLTV digits after '0.', e.g. 86 for 0.86); id prefix added when not unique."""
-    lltv = f"{m.lltv / WAD:.6f}".rstrip("0")
-    lltv = lltv[2:] if lltv.startswith("0.") else lltv.replace(".", "")
-    name = f"{m.collateral_symbol}/{m.loan_symbol}-{lltv}"
+    name = f"{m.collateral_symbol}/{m.loan_symbol}-{lltv_text(m.lltv)}"
     if name in taken:
         name = f"{name}-{m.id[2:10]}"
     return name

@@ -121,7 +121,7 @@ def test_morpho_matches_chain_liquidation_check_and_accrual(dn):
     mc = Multicaller(client, ref)
     b = load_book(book)
     ids = morpho_blue.discover_markets(client, ref, morpho, b.morpho_blue.start_block)
-    markets = morpho_blue.read_markets(client, mc, morpho, ids, ref)
+    markets = morpho_blue.read_markets(client, mc, morpho, ids, ref).markets
     pairs = morpho_blue.discover_borrowers(client, ref, morpho, b.morpho_blue.start_block)
     positions = morpho_blue.read_positions(mc, morpho, markets, pairs)
     assert len({p.account for p in positions}) == dn.info.morpho_positions
@@ -228,7 +228,7 @@ def test_solver_health_factors_on_written_snapshot_match_chain(dn, tmp_path):
     b = load_book(dn.book)
     morpho_addr = b.morpho_blue.morpho
     markets = morpho_blue.read_markets(client, mc, morpho_addr,
-                                       morpho_blue.discover_markets(client, ref, morpho_addr, 0), ref)
+                                       morpho_blue.discover_markets(client, ref, morpho_addr, 0), ref).markets
     by_id = {m.id: m for m in markets}
     pos = morpho_blue.read_positions(mc, morpho_addr, markets,
                                      morpho_blue.discover_borrowers(client, ref, morpho_addr, 0))
