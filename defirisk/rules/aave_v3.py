@@ -7,7 +7,8 @@ alphabetically first symbol. Close factor by `params.version`:
   v3.0-3.2 (default): max repay = reserve debt * (50% if HF > 0.95 else 100%).
   v3.3+: whole reserve debt, but 50% of the account's TOTAL debt value when reserve collateral and
   reserve debt are each >= $2,000 and HF > 0.95; a call may not leave < $1,000 of debt or collateral
-  in the reserves unless it clears one of them (then the liquidator repays less: see docs/model.md).
+  in the reserves unless it clears one of them: the liquidator then repays the largest amount that
+  leaves $1,000 of both (see docs/model.md).
 Seized = repay * P_debt / P_coll * LB, capped by the balance (then repay = balance * P_coll / P_debt / LB).
 The protocol fee (share of the bonus) goes to the treasury and is NOT sold.
 When an account's collateral is gone its remaining debt is bad debt (v3.3+: burned as deficit; v3.0:
@@ -235,18 +236,26 @@ class AaveV3(Rule):
             half_total = 0.5 * total_debt / pd_
             max_repay = np.where(capped & (debt_res * pd_ > 0.5 * total_debt), half_total, debt_res)
         repay, seized = self._seize(max_repay, pd_, pc, LB, coll_bal)
+        fee_pct = self.fee[c]
         if self.version >= (3, 3):
-            # Dust rule: unless the call clears the debt or the collateral reserve, at least $1,000 of
-            # each must remain; the liquidator then repays less (just enough debt left), else skips.
+            # Dust rule (LiquidationLogic, MUST_NOT_LEAVE_DUST): a call that clears neither the reserve
+            # debt nor the collateral reserve must leave >= $1,000 of each; the contract counts the
+            # collateral left as balance - (seized - protocol fee). Every smaller repay leaves more of
+            # both, so the permitted partial repays are [0, r_max]: the liquidator (paid in proportion
+            # to the repay) takes r_max = min(max repay, debt - $1,000, repay that leaves $1,000 of
+            # collateral). Only the 50%-of-total cap can make a max call partial, and it needs both
+            # reserves >= $2,000, so r_max > 0 there: the account is never skipped.
             partial = (repay < debt_res) & (seized < coll_bal)
-            dusty = partial & (((debt_res - repay) * pd_ < MIN_LEFTOVER_USD) | ((coll_bal - seized) * pc < MIN_LEFTOVER_USD))
+            net = seized - (seized - seized / LB) * fee_pct  # collateral that leaves the user's balance
+            dusty = partial & (((debt_res - repay) * pd_ < MIN_LEFTOVER_USD) | ((coll_bal - net) * pc < MIN_LEFTOVER_USD))
             if dusty.any():
-                smaller = np.maximum(debt_res - MIN_LEFTOVER_USD / pd_, 0.0)
-                r2, s2 = self._seize(np.minimum(max_repay, smaller), pd_, pc, LB, coll_bal)
-                ok = ((debt_res - r2) * pd_ >= MIN_LEFTOVER_USD) & ((coll_bal - s2) * pc >= MIN_LEFTOVER_USD) & (r2 > 0)
-                repay = np.where(dusty, np.where(ok, r2, 0.0), repay)
-                seized = np.where(dusty, np.where(ok, s2, 0.0), seized)
-        fee = (seized - seized / LB) * self.fee[c]
+                by_debt = debt_res - MIN_LEFTOVER_USD / pd_
+                by_coll = (coll_bal - MIN_LEFTOVER_USD / pc) * pc / (pd_ * (LB - (LB - 1.0) * fee_pct))
+                r2 = np.maximum(np.minimum(np.minimum(max_repay, by_debt), by_coll), 0.0)
+                r2, s2 = self._seize(r2, pd_, pc, LB, coll_bal)
+                repay = np.where(dusty, r2, repay)
+                seized = np.where(dusty, s2, seized)
+        fee = (seized - seized / LB) * fee_pct
         sold = seized - fee
         ct2, dt2 = ct, dt  # updated in place: callers pass arrays they own (fresh row subsets)
         ct2[c, r] = np.maximum(coll_bal - seized, 0.0)

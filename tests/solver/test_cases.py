@@ -148,7 +148,42 @@ def liquity_recovery_redistribute():
     return make_snapshot({"LUSD": 1.0, "WETH": 2000.0}, rows,
                          [("liquity", "l", {"collateral": "WETH", "debt": "LUSD", "stability_pool": 5_000.0}, {})])
 
+# --- case 10: Aave v3.3+ close factor and dust rule (no venues) --------------------------------------------
+V33_ASSETS = {"USDC": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.04}, "DAI": {"liquidation_threshold": 0.77, "liquidation_bonus": 1.05},
+              "WETH": {"liquidation_threshold": 0.8, "liquidation_bonus": 1.05}, "WBTC": {"liquidation_threshold": 0.8, "liquidation_bonus": 1.05}}
+
+
+def aave_v33(coll: dict, debt: dict, assets=None, emode=0, params=None):
+    rows = [("aave-v3", "main", "u", a, "collateral", x, emode) for a, x in coll.items()]
+    rows += [("aave-v3", "main", "u", a, "debt", x, emode) for a, x in debt.items()]
+    return make_snapshot({"DAI": 1.0, "USDC": 1.0, "WBTC": 60_000.0, "WETH": 2000.0}, rows,
+                         [("aave-v3", "main", {"version": "3.3", **(params or {})}, assets or V33_ASSETS)])
+
+
 CASES = [
+    # WETH 1900 (-5%): 10 WETH ($19,000 x 0.8 = 15,200) vs USDC 11,500 + DAI 4,000 = 15,500: HF 0.9806 > 0.95,
+    # both reserves >= $2,000 and USDC > 50% of the TOTAL -> repay 7,750 (v3.0 would repay 50% of the reserve,
+    # 5,750); seize 7,750 x 1.05 / 1900 WETH; HF after = (10 - 4.283) x 1900 x 0.8 / 7,750 = 1.12: one call
+    Case("aave-v33-close-factor-total", lambda: aave_v33({"WETH": 10.0}, {"USDC": 11_500.0, "DAI": 4_000.0}), {"WETH": 0.05},
+         "sequential", {"repaid": 7_750.0, "liquidated_usd": 7_750.0 * 1.05, "rounds": 1, "bad": 0.0}),
+    # collateral reserve $1,900 < $2,000 -> 100% of the reserve debt (v3.0: 50%): 1 WETH vs 1,550 USDC, HF 0.9806
+    Case("aave-v33-small-position-full", lambda: aave_v33({"WETH": 1.0}, {"USDC": 1_550.0}), {"WETH": 0.05},
+         "sequential", {"repaid": 1_550.0, "liquidated_usd": 1_550.0 * 1.05, "rounds": 1}),
+    # dust on the debt side: USDC 8,500 + DAI 7,000, the cap 7,750 would leave $750 of USDC < $1,000 -> the
+    # liquidator repays 7,500 (leaves exactly $1,000); HF after = 5.855 x 1900 x 0.8 / 8,000 = 1.11
+    Case("aave-v33-dust-debt", lambda: aave_v33({"WETH": 10.0}, {"USDC": 8_500.0, "DAI": 7_000.0}), {"WETH": 0.05},
+         "sequential", {"repaid": 7_500.0, "liquidated_usd": 7_500.0 * 1.05, "rounds": 1}),
+    # dust on the collateral side: 3.5 WETH ($7,000) + 0.115 WBTC ($6,900), LT 0.85, vs 12,000 USDC: HF 0.9846.
+    # Cap = 6,000 would seize 3.15 WETH and leave $700 < $1,000 -> repay so that $1,000 of WETH stays:
+    # seize 3 WETH, repay 3 x 2000 / 1.05 = 5,714.29; HF after = (1000 + 6900) x 0.85 / 6,285.71 = 1.068
+    Case("aave-v33-dust-collateral", lambda: aave_v33({"WETH": 3.5, "WBTC": 0.115}, {"USDC": 12_000.0},
+                                                      {**V33_ASSETS, "WETH": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.05},
+                                                       "WBTC": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.05}}),
+         {"WETH": 0.0}, "sequential", {"repaid": 6_000.0 / 1.05, "liquidated_usd": 6_000.0, "rounds": 1, "accounts": 1}),
+    Case("aave-v33-dust-collateral-eq", lambda: aave_v33({"WETH": 3.5, "WBTC": 0.115}, {"USDC": 12_000.0},
+                                                         {**V33_ASSETS, "WETH": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.05},
+                                                          "WBTC": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.05}}),
+         {"WETH": 0.0}, "equilibrium", {"repaid": 6_000.0 / 1.05, "liquidated_usd": 6_000.0}),
     Case("liquity-recovery-capped-skip", liquity_recovery, {"WETH": 0.5}, "sequential",
          {"rounds": 1, "accounts": 2, "repaid": 11_000.0, "sold:WETH": 12.1, "liquidated_usd": 12_100.0, "bad": 0.0}),
     Case("liquity-recovery-capped-skip-eq", liquity_recovery, {"WETH": 0.5}, "equilibrium",
