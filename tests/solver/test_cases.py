@@ -160,7 +160,42 @@ def aave_v33(coll: dict, debt: dict, assets=None, emode=0, params=None):
                          [("aave-v3", "main", {"version": "3.3", **(params or {})}, assets or V33_ASSETS)])
 
 
+# --- case 11: Compound absorb with several collateral assets; Aave e-mode; Maker's global Hole ------------
+def compound_multi():
+    return make_snapshot({"USDC": 1.0, "WBTC": 60_000.0, "WETH": 2000.0},
+                         [("compound-v3", "c", "a", "WETH", "collateral", 1.0), ("compound-v3", "c", "a", "WBTC", "collateral", 0.1),
+                          ("compound-v3", "c", "a", "USDC", "debt", 6_400.0)],
+                         [("compound-v3", "c", {"base": "USDC"}, {"WETH": {"liquidate_collateral_factor": 0.85, "liquidation_factor": 0.9},
+                                                                 "WBTC": {"liquidate_collateral_factor": 0.8, "liquidation_factor": 0.85}})])
+
+
+def aave_emode():
+    return make_snapshot({"USDC": 1.0, "WETH": 2000.0},
+                         [("aave-v3", "main", "e", "WETH", "collateral", 10.0, 1), ("aave-v3", "main", "e", "USDC", "debt", 18_000.0, 1)],
+                         [("aave-v3", "main", {"version": "3.0", "emode_categories": {"1": {"liquidation_threshold": 0.93, "liquidation_bonus": 1.01,
+                                                                                            "assets": ["WETH"]}}}, AAVE_ASSETS)])
+
+
+def maker_global_hole():
+    params = {"collateral": "WETH", "debt": "DAI", "liquidation_ratio": 1.5, "chop": 1.13, "Hole": 50_000.0}
+    return make_snapshot({"DAI": 1.0, "WETH": 10_000.0},
+                         [("maker", "ETH-A", "a", "WETH", "collateral", 10.0), ("maker", "ETH-A", "a", "DAI", "debt", 40_000.0),
+                          ("maker", "ETH-B", "b", "WETH", "collateral", 10.0), ("maker", "ETH-B", "b", "DAI", "debt", 40_000.0)],
+                         [("maker", "ETH-A", params, {}), ("maker", "ETH-B", params, {})])
+
+
 CASES = [
+    # WETH -50% ($1000), WBTC held at $60,000: 1000 x 0.85 + 6000 x 0.8 = 5,650 < 6,400 (at p0: 6,500, healthy).
+    # absorb takes BOTH: credit 1000 x 0.9 + 6000 x 0.85 = 6,000 -> reserves absorb 400; both assets sold in full
+    Case("compound-absorb-multi-collateral", compound_multi, {"WETH": 0.5}, "sequential",
+         {"repaid": 6_000.0, "bad": 400.0, "liquidated_usd": 7_000.0, "sold:WETH": 1.0, "sold:WBTC": 0.1, "accounts": 1}),
+    # e-mode LT 0.93 / LB 1.01 replace 0.8 / 1.05 (healthy at p0: 18,600 >= 18,000, though 0.8 would say 0.889).
+    # WETH 1900: 17,670 < 18,000, HF 0.9817 > 0.95 -> 50% = 9,000 USDC, seize 9,000 x 1.01 / 1900; HF after 1.024
+    Case("aave-emode", aave_emode, {"WETH": 0.05}, "sequential", {"repaid": 9_000.0, "liquidated_usd": 9_090.0, "rounds": 1, "bad": 0.0}),
+    # Hole 50,000 shared by both ilks. WETH $1000: ETH-A's urn barks whole (tab 45,200); ETH-B gets room 4,800 ->
+    # dart 4,800/1.13, the rest next round when Dirt has freed. Keepers pay $1000: proceeds 10,000 + 10,000,
+    # bad debt 80,000 - 20,000; two rounds (one without Hole)
+    Case("maker-global-Hole", maker_global_hole, {"WETH": 0.9}, "sequential", {"rounds": 2, "repaid": 20_000.0, "bad": 60_000.0, "accounts": 2}),
     # WETH 1900 (-5%): 10 WETH ($19,000 x 0.8 = 15,200) vs USDC 11,500 + DAI 4,000 = 15,500: HF 0.9806 > 0.95,
     # both reserves >= $2,000 and USDC > 50% of the TOTAL -> repay 7,750 (v3.0 would repay 50% of the reserve,
     # 5,750); seize 7,750 x 1.05 / 1900 WETH; HF after = (10 - 4.283) x 1900 x 0.8 / 7,750 = 1.12: one call
