@@ -167,9 +167,6 @@ class Rule:
             evs.append(step.events)
         return None
 
-    def round_end(self, shared: dict) -> None:
-        """Called once after every round (e.g. Maker auctions settle and free hole room)."""
-
 
 def _checked(raw: Any, where: str, lo: float, hi: float) -> float:
     try:
