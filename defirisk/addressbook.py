@@ -23,6 +23,13 @@ from defirisk.errors import InputError
 from defirisk.markets.dex import TokenInfo
 
 BOOKS_DIR = Path(__file__).resolve().parent / "books"
+# Stablecoins venues are quoted in when a book does not name its own (the solver prices a venue's
+# quote at its oracle price, so only quotes that hold their price make a meaningful curve).
+DEFAULT_VENUE_QUOTES = ("USDC", "USDT", "DAI")
+DEFAULT_V3_FEE_TIERS = (100, 500, 3000, 10000)  # hundredths of a bip: 0.01%, 0.05%, 0.3%, 1%
+# A discovered pool is kept when its quote side holds at least this many USD: below it a pool is
+# dust (often abandoned at a stale price) and would add noise, not depth, to the venue curve.
+DEFAULT_MIN_VENUE_QUOTE_USD = 100_000.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,13 @@ class AddressBook:
     start_block: int = 0
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # Venue discovery (docs/readers.md "DEX venues"): factories asked for every collateral asset
+    # against `venue_quotes`; None = no discovery for that Uniswap version.
+    v2_factory: str | None = None
+    v3_factory: str | None = None
+    venue_quotes: tuple[str, ...] = ()
+    v3_fee_tiers: tuple[int, ...] = DEFAULT_V3_FEE_TIERS
+    min_venue_quote_usd: float = DEFAULT_MIN_VENUE_QUOTE_USD
 
     def symbols_by_address(self) -> dict[str, str]:
         return {t.address.lower(): t.symbol for t in self.tokens.values()}
@@ -147,7 +161,39 @@ def parse_book(data: Mapping[str, Any], source: str = "<book>") -> AddressBook:
         for s in (b, q):
             if s not in tokens:
                 raise InputError(f"{source}: uniswap_v3 pool {b}/{q} names token {s} not in tokens")
+    v2_factory = v3_factory = None
+    v2_raw, v3_raw = data.get("uniswap_v2") or {}, data.get("uniswap_v3") or {}
+    if isinstance(v2_raw, Mapping) and v2_raw.get("factory"):
+        v2_factory = _addr(v2_raw["factory"], f"{source}: uniswap_v2.factory")
+    if isinstance(v3_raw, Mapping) and v3_raw.get("factory"):
+        v3_factory = _addr(v3_raw["factory"], f"{source}: uniswap_v3.factory")
+    disc = data.get("venue_discovery", {})
+    if disc is False:  # explicit opt-out: only the listed pools
+        v2_factory = v3_factory = None
+        disc = {}
+    if not isinstance(disc, Mapping):
+        raise InputError(f"{source}: venue_discovery: expected an object (quotes, v3_fee_tiers, min_quote_usd) or false")
+    quotes_raw = disc.get("quotes")
+    if quotes_raw is None:
+        quotes = tuple(q for q in DEFAULT_VENUE_QUOTES if q in tokens)
+    else:
+        if not isinstance(quotes_raw, list) or not all(isinstance(q, str) for q in quotes_raw):
+            raise InputError(f"{source}: venue_discovery.quotes: expected a list of token symbols")
+        for q in quotes_raw:
+            if q not in tokens:
+                raise InputError(f"{source}: venue_discovery.quotes names token {q} not in tokens")
+        quotes = tuple(dict.fromkeys(quotes_raw))
+    tiers_raw = disc.get("v3_fee_tiers", list(DEFAULT_V3_FEE_TIERS))
+    if not isinstance(tiers_raw, list) or not all(isinstance(f, int) and not isinstance(f, bool) and 0 < f < 1_000_000
+                                                  for f in tiers_raw):
+        raise InputError(f"{source}: venue_discovery.v3_fee_tiers: expected a list of fees in hundredths of a bip "
+                         f"(e.g. [100, 500, 3000, 10000]), got {tiers_raw!r}")
+    min_usd = disc.get("min_quote_usd", DEFAULT_MIN_VENUE_QUOTE_USD)
+    if isinstance(min_usd, bool) or not isinstance(min_usd, (int, float)) or not min_usd >= 0:
+        raise InputError(f"{source}: venue_discovery.min_quote_usd: expected a non-negative number, got {min_usd!r}")
     return AddressBook(
+        v2_factory=v2_factory, v3_factory=v3_factory, venue_quotes=quotes, v3_fee_tiers=tuple(tiers_raw),
+        min_venue_quote_usd=float(min_usd),
         name=str(data.get("name") or Path(source).stem), chain_id=chain_id,
         multicall3=_addr(data.get("multicall3") or "0xcA11bde05977b3631167028862bE2a173976CA11",
                          f"{source}: field multicall3"),

@@ -170,6 +170,7 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
     accounts: dict[str, int] = {}
     discovered: dict[str, int] = {}
     used_assets: set[str] = set()
+    collateral: set[str] = set()  # assets that can be seized and sold: the ones that need venues
 
     def add_row(proto, market, account, sym, side, amount, emode=0):
         cols["protocol"].append(proto)
@@ -180,6 +181,8 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
         cols["amount"].append(amount)
         cols["emode"].append(emode)
         used_assets.add(sym)
+        if side == "collateral":
+            collateral.add(sym)
 
     if "aave-v3" in protos:
         if not book.aave_v3:
@@ -199,6 +202,7 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
             params, assets = aave_v3.market_params(market)
             markets.append(MarketParams("aave-v3", entry.market, params, assets))
             used_assets.update(assets)
+            collateral.update(a for a, ap in assets.items() if ap.get("liquidation_threshold", 0) > 0)
             seconds[f"aave-v3:{entry.market}:market"] = time.perf_counter() - t
             t = time.perf_counter()
             cands = aave_v3.discover_accounts(
@@ -257,6 +261,7 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
             params = morpho_blue.market_params(mk)
             markets.append(MarketParams("morpho-blue", name, params, {csym: {}, lsym: {}}))
             used_assets.update((csym, lsym))
+            collateral.add(csym)
         by_id = {mk.id: mk for mk in mkts}
         for p in positions:
             mk = by_id[p.market_id]
@@ -268,14 +273,15 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
                     p.borrowed / 10 ** mk.loan_decimals)
         accounts["morpho-blue"] = len({p.account for p in positions})
         discovered["morpho-blue"] = len(pairs)
-    run_venues = _read_venues(mc, book, symbols, prices, used_assets, progress)
+    run_venues, venue_summary = _read_venues(mc, book, symbols, prices, oracle_of, used_assets, collateral,
+                                             progress)
     missing = sorted(s for s in used_assets if s not in prices)
     if missing:
         raise ChainError(f"no USD price for {', '.join(missing)}: add a Chainlink feed for it to the address "
                          f"book's feeds")
     return {"symbols": symbols, "prices": prices, "oracle_of": oracle_of, "markets": markets, "cols": cols,
             "accounts": accounts, "discovered": discovered, "venues": run_venues, "used": used_assets,
-            "skipped": skipped}
+            "skipped": skipped, "venue_discovery": venue_summary}
 
 
 def _skip(skipped: list[dict[str, str]], progress: Progress, entry: dict[str, str]) -> None:
@@ -348,24 +354,76 @@ def _rename_morpho(mk: morpho_blue.MorphoMarket, lsym: str, csym: str) -> morpho
     return replace(mk, loan_symbol=lsym, collateral_symbol=csym)
 
 
-def _read_venues(mc: Multicaller, book: AddressBook, symbols: _Symbols, prices: Mapping[str, float],
-                 used: set[str], progress: Progress) -> dict[str, list[dict]]:
-    """Venue dicts for every book pool whose base token is in the snapshot and whose quote is priced."""
-    venues: dict[str, list[dict]] = {}
-    jobs = [("v2", b, q, 0, a) for (b, q), a in book.v2_pairs.items()] + \
-           [("v3", b, q, f, a) for (b, q, f), a in book.v3_pools.items()]
-    for i, (kind, b, q, _fee, addr) in enumerate(jobs):
-        progress("DEX venues", i, len(jobs))
-        if b not in used:
+def _read_venues(mc: Multicaller, book: AddressBook, symbols: _Symbols, prices: dict[str, float],
+                 oracle_of: dict[str, str], used: set[str], collateral: set[str],
+                 progress: Progress) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """Venue dicts per asset, and a summary of the discovery for the manifest.
+
+    Venues: the book's listed pools whose base token is in the snapshot, plus pools discovered from
+    the book's factories (`dex.discover_pools`) for every collateral asset against the book's quote
+    stablecoins, kept when their quote side holds at least `book.min_venue_quote_usd`. Only venues
+    quoted in one of those stablecoins are emitted: the solver sells into a venue at the quote's
+    oracle price, which a volatile quote (wstETH/WETH) would move along with the cascade.
+    """
+    quote_syms = [q for q in book.venue_quotes if q in book.tokens]
+    # Quotes that are not Aave reserves here still need a USD price: the book's feeds, leniently.
+    want = {q: book.feeds[q] for q in quote_syms if q not in prices and q in book.feeds}
+    if want:
+        readings, _failed = oracles.read_feeds_lenient(mc, want, mc.block.timestamp)
+        for q, r in readings.items():
+            prices[q] = r.price
+            oracle_of[q] = f"chainlink:{r.feed}"
+    quotes = [q for q in quote_syms if q in prices]
+    quote_set = set(quotes)
+
+    jobs: list[dex.PoolRef] = []
+    seen: set[str] = set()
+    for (b, q), addr in book.v2_pairs.items():
+        jobs.append(dex.PoolRef("v2", addr, book.tokens[b], book.tokens[q], 3000))
+    for (b, q, f), addr in book.v3_pools.items():
+        jobs.append(dex.PoolRef("v3", addr, book.tokens[b], book.tokens[q], f))
+    listed = []
+    for p in jobs:
+        if p.base.symbol not in used or p.address.lower() in seen:
             continue
-        if q not in prices:
-            continue  # the solver prices a venue's quote by its oracle price; without one, skip
-        base = dex.TokenInfo(b, book.tokens[b].address, book.tokens[b].decimals)
-        quote = dex.TokenInfo(q, book.tokens[q].address, book.tokens[q].decimals)
-        v = dex.read_v2_venue(mc, addr, base, quote) if kind == "v2" else dex.read_v3_venue(mc, addr, base, quote)
-        venues.setdefault(b, []).append(v)
-    progress("DEX venues", len(jobs), len(jobs))
-    return venues
+        if p.quote.symbol not in quote_set:
+            why = ("its quote is not one of the venue quotes " + "/".join(quote_syms)
+                   if p.quote.symbol not in quote_syms else "its quote token has no USD price")
+            progress(f"warning: uniswap-{p.kind} pool {p.base.symbol}/{p.quote.symbol} {p.address} not used: {why}",
+                     1, 1)
+            continue
+        seen.add(p.address.lower())
+        listed.append(p)
+
+    bases = [dex.TokenInfo(s, symbols.address[s], symbols.decimals[s]) for s in sorted(collateral)
+             if s not in quote_set and s in symbols.address]
+    quote_infos = [dex.TokenInfo(q, book.tokens[q].address, book.tokens[q].decimals) for q in quotes]
+    found = [p for p in dex.discover_pools(mc, bases, quote_infos, v2_factory=book.v2_factory,
+                                           v3_factory=book.v3_factory, fee_tiers=book.v3_fee_tiers)
+             if p.address.lower() not in seen] if (bases and quote_infos) else []
+    depths = dex.quote_depths(mc, found)
+    kept, small = [], []
+    for p, raw in zip(found, depths):
+        usd = 0.0 if raw is None else raw / 10 ** p.quote.decimals * prices[p.quote.symbol]
+        if usd >= book.min_venue_quote_usd and raw:
+            kept.append(p)
+            seen.add(p.address.lower())
+        else:
+            small.append(p.address)
+
+    venues: dict[str, list[dict]] = {}
+    todo = listed + kept
+    for i, p in enumerate(todo):
+        progress("DEX venues", i, len(todo))
+        v = dex.read_v2_venue(mc, p.address, p.base, p.quote) if p.kind == "v2" else \
+            dex.read_v3_venue(mc, p.address, p.base, p.quote)
+        venues.setdefault(p.base.symbol, []).append(v)
+    progress("DEX venues", len(todo), len(todo))
+    summary = {"quotes": quotes, "v2_factory": book.v2_factory, "v3_factory": book.v3_factory,
+               "v3_fee_tiers": list(book.v3_fee_tiers), "min_quote_usd": book.min_venue_quote_usd,
+               "listed": len(listed), "discovered": len(found), "kept": len(kept),
+               "below_min_quote_usd": small}
+    return venues, summary
 
 
 def _build_snapshot(run: Mapping[str, Any], ref: BlockRef, book: AddressBook, client: RpcClient,
@@ -395,6 +453,7 @@ def _build_snapshot(run: Mapping[str, Any], ref: BlockRef, book: AddressBook, cl
         "discovered_accounts": dict(run["discovered"]), "address_book": book.name,
         # Markets that could not be read (oracle/IRM reverts, no USD price): absent from positions.
         "skipped_markets": [dict(x) for x in run["skipped"]],
+        "venue_discovery": dict(run["venue_discovery"]),
     }
     return Snapshot(manifest=manifest, assets=assets, positions=Positions(frame), markets=tuple(run["markets"]),
                     venues=venues)
