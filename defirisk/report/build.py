@@ -420,6 +420,9 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
             "total_collateral_usd": _num(hf["collateral_usd"].sum()),
             "total_debt_usd": _num(hf["debt_usd"].sum()),
             "nearest_cliff": nearest,
+            # Markets the readers could not read (manifest `skipped_markets`): their positions are
+            # absent from every figure, which a reader of the totals must see.
+            "skipped_markets": [dict(m) for m in (manifest.get("skipped_markets") or [])],
         },
         "liquidatable_now": {
             "count": int(len(now)),

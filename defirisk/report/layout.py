@@ -194,6 +194,11 @@ def document(report: Mapping[str, Any]) -> list[Any]:
         items.append("Nearest cliff: " + _cliff_text(nc["asset"], nc, report["assets"][nc["asset"]]["price_usd"]))
     else:
         items.append(f"Nearest cliff: none up to a {pct(report['settings']['max_shock'])} shock")
+    skipped = s.get("skipped_markets") or []
+    if skipped:
+        names = "; ".join(f"{m.get('protocol')} {m.get('market') or m.get('id')} ({m.get('reason')})" for m in skipped)
+        items.append(f"NOT COUNTED: {len(skipped)} market(s) could not be read and are absent from every "
+                     f"figure below: {names}")
     out.append(Bullets(tuple(items)))
     alerts = report.get("alerts", [])
     fired = [a for a in alerts if a["fired"]]
