@@ -1,9 +1,17 @@
 """Suite-wide fixtures. Area fixtures live in tests/<area>/conftest.py."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs a fixed set of generated examples so a run is reproducible; local runs keep exploring new
+# ones (what they find is pinned with @example).
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from defirisk.chain.anvil import Anvil
 
