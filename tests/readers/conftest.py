@@ -11,6 +11,7 @@ from defirisk.chain.anvil import Anvil
 from defirisk.chain.multicall import install_multicall
 from defirisk.chain.rpc import RpcClient
 from defirisk.devnet.solc import compile_files
+from tests.forwarder import forwarding_to
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"  # anvil's first default account
@@ -66,30 +67,5 @@ def dn(small_devnet):
 def path_proxy(small_devnet):
     """A forwarder that accepts any URL path (like a hosted node whose key sits in the path) and
     relays JSON-RPC to the devnet's anvil, which only serves '/'."""
-    import http.server
-    import threading
-
-    import requests
-
-    upstream = small_devnet.rpc_url
-
-    class Forward(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            resp = requests.post(upstream, data=body, headers={"Content-Type": "application/json"})
-            self.send_response(resp.status_code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(resp.content)))
-            self.end_headers()
-            self.wfile.write(resp.content)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with forwarding_to(small_devnet.rpc_url) as url:
+        yield url

@@ -3,16 +3,14 @@ in the path, userinfo and query: the report is produced and no part of the secre
 history row or printed line."""
 from __future__ import annotations
 
-import http.server
 import json
 import sqlite3
-import threading
 
 import pytest
-import requests
 from typer.testing import CliRunner
 
 from defirisk.cli import _load_commands, app
+from tests.forwarder import forwarding_to
 
 pytestmark = pytest.mark.chain
 _load_commands()
@@ -22,28 +20,9 @@ SECRETS = ("s3cretpw", "AbC123dEf456GhI789jkLmN", "topsecret42")
 
 @pytest.fixture
 def keyed_url(small_devnet):
-    upstream = small_devnet.rpc_url
-
-    class Forward(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            resp = requests.post(upstream, data=body, headers={"Content-Type": "application/json"}, timeout=60)
-            self.send_response(resp.status_code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(resp.content)))
-            self.end_headers()
-            self.wfile.write(resp.content)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://alice:{SECRETS[0]}@127.0.0.1:{server.server_port}/v2/{SECRETS[1]}?apikey={SECRETS[2]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with forwarding_to(small_devnet.rpc_url) as base:
+        port = base.rsplit(":", 1)[1]
+        yield f"http://alice:{SECRETS[0]}@127.0.0.1:{port}/v2/{SECRETS[1]}?apikey={SECRETS[2]}"
 
 
 def test_rpc_report_redacts_everywhere(keyed_url, small_devnet, tmp_path):
