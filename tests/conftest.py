@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,22 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+# Every anvil of the session (in this process or in CLI subprocesses, which inherit the environment)
+# keeps its state directory under one root of the session's own, so the end of the session can
+# check that none is left behind, on disk or as a process.
+SESSION_STATE_ROOT = Path(tempfile.mkdtemp(prefix="defirisk-test-anvil-"))
+os.environ["DEFIRISK_ANVIL_STATE_DIR"] = str(SESSION_STATE_ROOT)
+_FOUNDRY = Path.home() / ".foundry"
+
+
+def _foundry_entries() -> set[str]:
+    """What anvil may leave in ~/.foundry: persisted states and fork RPC caches."""
+    return {str(p) for sub in ("anvil/tmp", "cache/rpc") if (_FOUNDRY / sub).is_dir()
+            for p in (_FOUNDRY / sub).iterdir()}
+
+
+_FOUNDRY_AT_START = _foundry_entries()
 
 from defirisk.chain.anvil import Anvil
 
@@ -41,3 +59,37 @@ def small_devnet():
 
     with running_devnet(SMALL_SCENARIO) as dn:
         yield dn
+
+
+def _anvils_of_this_session() -> list[str]:
+    """pid and command line of live processes started with a --cache-path under the session root."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(a.startswith(str(SESSION_STATE_ROOT).encode()) for a in argv):
+            found.append(f"pid {proc.name}: {b' '.join(argv[:3]).decode(errors='replace')}")
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """`make test` leaves no anvil process, no state directory and nothing new in ~/.foundry."""
+    import time
+
+    deadline = time.monotonic() + 15  # anvils told to stop by a subprocess's exit get a moment
+    while _anvils_of_this_session() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leaks = [f"anvil still running: {p}" for p in _anvils_of_this_session()]
+    leaks += [f"state directory left behind: {p}" for p in SESSION_STATE_ROOT.iterdir()]
+    leaks += [f"anvil wrote to ~/.foundry: {p}" for p in sorted(_foundry_entries() - _FOUNDRY_AT_START)]
+    shutil.rmtree(SESSION_STATE_ROOT, ignore_errors=True)
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "resources leaked by the test session", red=True)
+            for line in leaks:
+                reporter.write_line(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -3,6 +3,14 @@
 Anvil comes from npm (`@foundry-rs/anvil`). We spawn the platform binary itself, never the node
 wrapper: killing the wrapper leaves anvil running. Every anvil started here dies with its parent
 (PR_SET_PDEATHSIG on Linux) and is stopped at interpreter exit, so a crashed test run leaves no orphan.
+
+Disk: anvil keeps recent block states in memory and, past its in-memory limit, writes older ones to
+`~/.foundry/anvil/tmp/anvil-state-*`, removed only on a graceful shutdown (one validation run of the
+default devnet left 5 GB). Every anvil started here runs with `--max-persisted-states 0` (states past
+the in-memory window are dropped, never written: nothing here reads that far back) and with
+`--cache-path` inside a directory this module owns (`state_root()`), removed when the anvil stops and
+swept at the next start if its anvil died without cleaning up. Forks never write Foundry's RPC
+storage cache (`--no-storage-caching`): a validation fork is a one-off read at one block.
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ from defirisk.errors import ChainError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENV_BINARY = "DEFIRISK_ANVIL"
+ENV_STATE_ROOT = "DEFIRISK_ANVIL_STATE_DIR"
 STARTUP_TIMEOUT_S = 30.0
 # anvil refuses HTTP bodies above 2 MiB; callers chunk below this.
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -95,6 +104,79 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 _LIVE: "weakref.WeakSet[Anvil]" = weakref.WeakSet()
+
+
+# -- the state directories this module owns -------------------------------------------------------
+_OWNER_FILE = "owner"  # "<anvil pid> <process start time>" of the anvil that uses the directory
+_UNCLAIMED_GRACE_S = 120.0  # a directory whose owner file was never written (killed between mkdir and spawn)
+
+
+def state_root() -> Path:
+    """Where anvils started here keep any on-disk state: $DEFIRISK_ANVIL_STATE_DIR, else a per-user
+    directory under the system temporary directory. Everything below it belongs to defirisk."""
+    override = os.environ.get(ENV_STATE_ROOT)
+    if override:
+        return Path(override)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"defirisk-anvil-{uid}"
+
+
+def _process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat), or None if no such process or
+    it has exited (a zombie nobody reaped, as under a container's init, is gone too).
+
+    With the pid it identifies one process for good: a pid reused by a later process has another."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        if sys.platform.startswith("linux"):
+            return None
+        try:  # no /proc: the pid alone (reuse is not detected)
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _owner_alive(directory: Path) -> bool:
+    try:
+        pid_text, start = (directory / _OWNER_FILE).read_text().split()
+        pid = int(pid_text)
+    except FileNotFoundError:
+        try:
+            return time.time() - directory.stat().st_mtime < _UNCLAIMED_GRACE_S
+        except OSError:
+            return False
+    except (OSError, ValueError):
+        return False
+    now = _process_start_time(pid)
+    return now is not None and (now == start or now == "?")
+
+
+def sweep_state_dirs(root: Path | None = None) -> list[Path]:
+    """Remove state directories whose anvil is gone (killed before it could clean up); returns them."""
+    root = root or state_root()
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.is_dir() and entry.name.startswith("run-") and not _owner_alive(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _new_state_dir() -> Path:
+    root = state_root()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sweep_state_dirs(root)
+    return Path(tempfile.mkdtemp(prefix="run-", dir=root))
 
 
 @atexit.register
@@ -229,6 +311,7 @@ class Anvil:
         self.accounts = accounts
         self.extra_args = tuple(extra_args)
         self._log_path = Path(log_path) if log_path else None
+        self._state_dir: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._log_file = None
         self.port: int | None = None
@@ -236,15 +319,18 @@ class Anvil:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _argv(self, binary: Path, port: int) -> list[str]:
-        argv = [str(binary), "--host", "127.0.0.1", "--port", str(port)]
+        argv = [str(binary), "--host", "127.0.0.1", "--port", str(port),
+                "--max-persisted-states", "0"]
+        if self._state_dir is not None:
+            argv += ["--cache-path", str(self._state_dir)]
         if self.fork_url:
             argv += ["--fork-url", self.fork_url]
             if self.fork_block is not None:
                 argv += ["--fork-block-number", str(int(self.fork_block))]
-            if _is_loopback(self.fork_url):
-                # Foundry caches fork reads on disk by (chain id, block); local chains all share
-                # chain id 31337, so a cached read from another devnet would be silently wrong.
-                argv += ["--no-storage-caching"]
+            # Foundry caches fork reads under ~/.foundry/cache/rpc by (chain id, block) and never
+            # removes them; local chains also all share chain id 31337, so a cached read from
+            # another devnet would be silently wrong.
+            argv += ["--no-storage-caching"]
         if self.load_state:
             argv += ["--load-state", str(self.load_state)]
         if self.chain_id is not None:
@@ -273,6 +359,7 @@ class Anvil:
         for _ in range(5):  # a free port can be taken between the probe and anvil's bind
             use_port = port or free_port()
             self._open_log()
+            self._state_dir = _new_state_dir()
             self._proc = subprocess.Popen(
                 self._argv(binary, use_port),
                 stdin=subprocess.DEVNULL,
@@ -280,6 +367,7 @@ class Anvil:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
+            self._claim_state_dir()
             self.port = use_port
             self._client = RpcClient(self.url)
             _LIVE.add(self)
@@ -291,6 +379,18 @@ class Anvil:
                 self.stop()
                 port = None
         raise ChainError(f"anvil did not start: {last_error}")
+
+    def _claim_state_dir(self) -> None:
+        """Record which anvil owns the state directory, so a later sweep knows when it is gone."""
+        start = _process_start_time(self._proc.pid) or "?"
+        tmp = self._state_dir / (_OWNER_FILE + ".tmp")
+        tmp.write_text(f"{self._proc.pid} {start}")
+        os.replace(tmp, self._state_dir / _OWNER_FILE)
+
+    @property
+    def state_dir(self) -> Path | None:
+        """The directory this anvil may keep on-disk state in (None once stopped)."""
+        return self._state_dir
 
     def _open_log(self) -> None:
         if self._log_file is not None:
@@ -339,6 +439,9 @@ class Anvil:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
         _LIVE.discard(self)
         if self._log_file is not None:
             self._log_file.close()

@@ -106,8 +106,10 @@ def test_missing_state_file_is_a_clear_error(tmp_path):
         Anvil(load_state=tmp_path / "missing.json").start()
 
 
-def test_no_orphan_when_parent_is_killed(tmp_path):
-    """A parent that dies by SIGKILL (no cleanup code runs) still takes its anvil with it."""
+def test_no_orphan_when_parent_is_killed(tmp_path, monkeypatch):
+    """A parent that dies by SIGKILL (no cleanup code runs) still takes its anvil with it; the state
+    directory it could not remove goes at the next start."""
+    monkeypatch.setenv("DEFIRISK_ANVIL_STATE_DIR", str(tmp_path / "state"))
     pidfile = tmp_path / "pid"
     script = textwrap.dedent(f"""
         import time
@@ -130,3 +132,7 @@ def test_no_orphan_when_parent_is_killed(tmp_path):
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+    left = list((tmp_path / "state").iterdir())
+    assert len(left) == 1
+    with Anvil() as later:
+        assert list((tmp_path / "state").iterdir()) == [later.state_dir]
