@@ -20,7 +20,7 @@ $(VENV_STAMP): pyproject.toml
 	touch $@
 
 $(NPM_STAMP): package.json package-lock.json
-	npm install --no-audit --no-fund  # honours package-lock.json; `npm ci` trips over the other platforms' optional anvil builds
+	npm ci --no-audit --no-fund  # exactly package-lock.json (it lists every platform's optional anvil build)
 	touch $@
 
 bench: setup
