@@ -1,12 +1,17 @@
 """Solver benchmark.
 
 1. 1,000,000 single-asset Morpho Blue positions (WETH collateral, USDC debt) on a constant-product
-   WETH venue: a 1,000-point equilibrium cascade curve plus cliffs (compiled path), timed.
+   WETH venue: a 1,000-point fixed-price cascade curve plus cliffs (compiled path), timed. The compiled
+   path computes fixed-price semantics (every position liquidated at the end price); equilibrium mode
+   (the path-consistent descent) has no compiled path yet: [4] times it on the general engine.
 2. The naive baseline in the same run: per shock, the monotone iteration p <- V(S(p)) with S(p) a plain
    Python loop over positions. Run on a random subsample of positions and shocks (the full size would
    take hours) and extrapolated linearly in positions x shocks x iterations; the compiled solver is
    also run on the subsample and must give the same end prices.
-3. 200,000 cross-collateral Aave positions over 5 assets: one sequential and one equilibrium solve.
+3. 200,000 cross-collateral Aave positions over 5 assets: one sequential, one equilibrium (descent,
+   band 1%) and one fixed-price solve.
+4. Equilibrium (descent) curve on the general engine: a subsample of [1]'s book, per point, against the
+   compiled fixed-price curve on the same subsample (what issue "Mainnet scale" has to close).
 
 Timings are the best of `--repeats` (default 3) identical runs, because the machine is shared.
 Last line: positions=N shocks=M seconds=T ratio_vs_naive=R (T = best-of-3 curve time)
@@ -125,7 +130,7 @@ def main() -> None:
     runs = []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        res = cascade_curve(snap, "WETH", points=args.points, max_shock=0.9, prepared=prep)
+        res = cascade_curve(snap, "WETH", points=args.points, max_shock=0.9, prepared=prep, mode="fixed-price")
         runs.append(time.perf_counter() - t)
     t_curve = min(runs)
     print(f"[1] {args.positions:,} Morpho positions: build {t_build:.2f}s, prepare (books) {t_prep:.2f}s, "
@@ -173,7 +178,7 @@ def main() -> None:
         cp = prepare(cs)
         t_cp = time.perf_counter() - t
         betas = {"WBTC": 0.7, "wstETH": 1.0, "LINK": 1.2}
-        t_seq = t_eq = math.inf
+        t_seq = t_eq = t_fp = math.inf
         for _ in range(args.repeats):
             t = time.perf_counter()
             r_seq = solve(cs, {"WETH": 0.3}, "sequential", betas=betas, prepared=cp)
@@ -181,9 +186,24 @@ def main() -> None:
             t = time.perf_counter()
             r_eq = solve(cs, {"WETH": 0.3}, "equilibrium", betas=betas, prepared=cp)
             t_eq = min(t_eq, time.perf_counter() - t)
+            t = time.perf_counter()
+            r_fp = solve(cs, {"WETH": 0.3}, "fixed-price", betas=betas, prepared=cp)
+            t_fp = min(t_fp, time.perf_counter() - t)
         print(f"[3] {args.cross:,} cross-collateral Aave positions over 5 assets (WETH -30%, betas): prepare {t_cp:.2f}s, "
               f"best of {args.repeats}: sequential {t_seq:.2f}s ({r_seq.rounds} rounds, {r_seq.totals.accounts_liquidated:,} accounts), "
-              f"equilibrium {t_eq:.2f}s ({r_eq.iterations} iterations, {r_eq.totals.accounts_liquidated:,} accounts)")
+              f"equilibrium {t_eq:.2f}s ({r_eq.iterations} descent steps, {r_eq.totals.accounts_liquidated:,} accounts), "
+              f"fixed-price {t_fp:.2f}s ({r_fp.iterations} iterations, {r_fp.totals.accounts_liquidated:,} accounts)")
+    # [4] equilibrium (descent) curve on the general engine, on the naive subsample's book
+    n_pts = min(args.naive_shocks, args.points)
+    t = time.perf_counter()
+    eq_curve = cascade_curve(sub_snap, "WETH", points=n_pts, max_shock=0.9, prepared=sp, mode="equilibrium")
+    t_eq_curve = time.perf_counter() - t
+    t = time.perf_counter()
+    fp_curve = cascade_curve(sub_snap, "WETH", points=n_pts, max_shock=0.9, prepared=sp, mode="fixed-price")
+    t_fp_curve = time.perf_counter() - t
+    print(f"[4] {len(sub):,} positions x {n_pts} points: equilibrium curve (general engine, descent) {t_eq_curve:.2f}s "
+          f"+ {len(eq_curve.cliffs)} cliffs; fixed-price curve (compiled) {t_fp_curve:.3f}s "
+          f"(equilibrium / fixed-price time = {t_eq_curve / max(t_fp_curve, 1e-9):.0f}x)")
     print(f"positions={args.positions} shocks={args.points} seconds={t_curve:.3f} ratio_vs_naive={ratio:.0f}")
 
 

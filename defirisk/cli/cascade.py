@@ -25,12 +25,27 @@ def cascade(
     snapshot_dir: Path = typer.Argument(..., help="Snapshot directory (format v1)."),
     shock: List[str] = typer.Option([], "--shock", help="ASSET=FRACTION price shock, repeatable (WETH=0.2 = -20%)."),
     beta: List[str] = typer.Option([], "--beta", help="ASSET=BETA: move ASSET by BETA x the (single) shock."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="sequential (round by round; default for a cascade) or equilibrium (fixed point; default for --curve)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="sequential (one round per block; the default), "
+                                       "equilibrium (the limit of short rounds: each liquidation at its trigger price) "
+                                       "or fixed-price (every position liquidated at the end prices; pessimistic)."),
+    band: Optional[float] = typer.Option(None, "--band", help="Equilibrium mode: a liquidation happens at most this "
+                                         "fraction below its trigger (default 0.01; 0 = exact, slow)."),
     curve: bool = typer.Option(False, "--curve", help="Cascade curve of --asset over shocks, with cliffs."),
     asset: Optional[str] = typer.Option(None, "--asset", help="Asset of the curve (with --curve)."),
     max_shock: float = typer.Option(0.9, "--max-shock", help="Largest shock of the curve."),
     points: int = typer.Option(1000, "--points", help="Number of curve points."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    liquidators: str = typer.Option("profitable", "--liquidators", help="profitable (a liquidation happens only "
+                                    "when it pays the liquidator: bonus > price impact + gas + minimum profit) or "
+                                    "all (every liquidatable position is liquidated). Applies to --curve too (not to fixed-price mode)."),
+    gas_usd: Optional[float] = typer.Option(None, "--gas-usd", help="Gas per liquidation call in USD (default: "
+                                            "20 gwei x the protocol's measured gas x the snapshot's WETH price)."),
+    min_profit_usd: Optional[float] = typer.Option(None, "--min-profit-usd", help="Profit a liquidator requires "
+                                                   "beyond gas, USD per call (default 0)."),
+    capital_usd: Optional[float] = typer.Option(None, "--capital-usd", help="Capital the liquidators can commit per "
+                                                "round, USD (default unlimited; needs --no-flash-loans)."),
+    flash_loans: Optional[bool] = typer.Option(None, "--flash-loans/--no-flash-loans", help="Whether liquidators "
+                                               "can flash-borrow the debt they repay (default: yes)."),
 ) -> None:
     """Liquidation cascade after a price shock, or the cascade curve with its cliffs.
 
@@ -42,8 +57,11 @@ def cascade(
     """
     from defirisk.snapshot import load_snapshot
     from defirisk.solver import cascade_curve, solve
+    from defirisk.solver.economics import make_policy
 
     try:
+        policy = make_policy(liquidators, gas_usd=gas_usd, min_profit_usd=min_profit_usd, capital_usd=capital_usd,
+                             flash_loans=flash_loans)
         snap = load_snapshot(snapshot_dir)
         betas = parse_assignments(beta, "--beta") or None
         if curve:
@@ -51,12 +69,14 @@ def cascade(
                 raise InputError("--curve needs --asset")
             if shock:
                 raise InputError("--curve takes --asset, not --shock")
-            res = cascade_curve(snap, asset, max_shock=max_shock, points=points, mode=mode or "equilibrium", betas=betas)
+            res = cascade_curve(snap, asset, max_shock=max_shock, points=points, mode=mode or "sequential", betas=betas,
+                                liquidators=policy)
             out = res.to_dict()
         else:
             if not shock:
                 raise InputError("give at least one --shock ASSET=FRACTION (or --curve --asset ASSET)")
-            res = solve(snap, parse_assignments(shock, "--shock", "FRACTION"), mode or "sequential", betas=betas)
+            res = solve(snap, parse_assignments(shock, "--shock", "FRACTION"), mode or "sequential", betas=betas,
+                        liquidators=policy, band=band)
             out = res.to_dict()
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -88,3 +108,9 @@ def cascade(
                       [[p, v["accounts_liquidated"], v["liquidated_collateral_usd"], v["debt_repaid_usd"], v["bad_debt_usd"]]
                        for p, v in out["by_protocol"].items()]
                       + [["TOTAL", t["accounts_liquidated"], t["liquidated_collateral_usd"], t["debt_repaid_usd"], t["bad_debt_usd"]]]))
+    nl = out.get("not_liquidated")
+    if nl is not None:
+        who = (out.get("assumptions") or {}).get("liquidators") or {}
+        typer.echo(f"\nliquidators: {who.get('liquidators', liquidators)}")
+        typer.echo(f"liquidatable, not liquidated: ${nl['debt_usd']:,.2f} (debt USD, {nl['accounts']} positions), "
+                   f"of which underwater ${nl['underwater_debt_usd']:,.2f}")

@@ -31,6 +31,12 @@ def report_cmd(
     top: int = typer.Option(10, "--top", help="Rows in the account tables."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes for the per-asset work (default: one per CPU; 1 = serial)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless an alert fires or an error occurs (for cron)."),
+    liquidators: str = typer.Option("profitable", "--liquidators", help="Scenario solves: profitable (a liquidation "
+                                    "happens only when it pays the liquidator) or all (every liquidatable position)."),
+    gas_usd: Optional[float] = typer.Option(None, "--gas-usd", help="Gas per liquidation call in USD (default: "
+                                            "20 gwei x the protocol's measured gas x the snapshot's WETH price)."),
+    min_profit_usd: Optional[float] = typer.Option(None, "--min-profit-usd", help="Profit a liquidator requires "
+                                                   "beyond gas, USD per call (default 0)."),
 ) -> None:
     """Write the keeper-risk report: liquidatable now, static liquidation levels, cascade curves with
     cliffs, standard shocks in both modes, history and alerts.
@@ -47,7 +53,8 @@ def report_cmd(
         # Parse everything the user typed before any slow work: a bad rule costs no chain reads.
         rules = parse_rules(alert)
         fmts = parse_formats(formats)
-        settings = ReportSettings(curve_points=curve_points, top_accounts=top, workers=workers)
+        settings = ReportSettings(curve_points=curve_points, top_accounts=top, workers=workers, liquidators=liquidators,
+                                  gas_usd=gas_usd, min_profit_usd=min_profit_usd)
         if no_history and history is not None:
             raise InputError("give either --history DB or --no-history, not both")
         if no_history:

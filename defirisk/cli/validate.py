@@ -25,9 +25,11 @@ def validate_cmd(
     mode: str = typer.Option("auto", "--mode", help="auto | devnet (feed setters, minting) | real (oracle code "
                              "replacement, token balance slots)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    liquidators: str = typer.Option("all", "--liquidators", help="Only 'all': the fork's executor liquidates every "
+                                    "position liquidatable on chain whatever it costs, so the prediction does too."),
 ) -> None:
-    """Fork the chain, predict the cascade (sequential), execute it on the fork with the protocols' own
-    code, and compare side by side. Exit 0 = agree within tolerance, 1 = disagree, 2 = bad input or
+    """Fork the chain, predict the cascade (sequential, liquidators 'all'), execute it on the fork with the
+    protocols' own code, and compare side by side. Exit 0 = agree within tolerance, 1 = disagree, 2 = bad input or
     the chain could not be used.
 
     Examples:
@@ -41,7 +43,7 @@ def validate_cmd(
 
     try:
         report = validate(parse_assignments(shock, "--shock", "FRACTION", required=True), rpc_url=rpc_url, block=block, scenario=scenario, book=book, mode=mode,
-                          protocols=protocols)
+                          protocols=protocols, liquidators=liquidators)
     except (InputError, ChainError) as exc:
         typer.echo(f"error: {scrub(str(exc), rpc_url) if rpc_url else exc}", err=True)
         raise typer.Exit(2)

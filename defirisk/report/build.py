@@ -43,6 +43,15 @@ class ReportSettings:
     # finer than any report prints, and each halving costs one full cascade solve.
     cliff_shock_tol: float = 1e-6
     workers: int | None = None      # processes for the per-asset work; None = one per CPU, 1 = serial
+    # Liquidator economics of the scenario solves (docs/model.md): "profitable" (a call happens only when it
+    # pays the liquidator) or "all"; gas_usd / min_profit_usd: None = the solver's defaults.
+    liquidators: str = "profitable"
+    gas_usd: float | None = None
+    min_profit_usd: float | None = None
+    # Mode of the curves and cliffs (and so of the headline and the cliff alerts): sequential, the mode
+    # validated on chain and the fastest per point. "equilibrium" (the path-consistent limit of short
+    # rounds) costs ~0.1-1.5 s a point on the default devnet; "fixed-price" is the pessimistic view.
+    curve_mode: str = "sequential"
 
     def __post_init__(self) -> None:
         if not self.shocks:
@@ -58,6 +67,17 @@ class ReportSettings:
             raise InputError(f"report settings: workers {self.workers} must be >= 1")
         if not 0.0 < self.cliff_shock_tol < 0.01:
             raise InputError(f"report settings: cliff_shock_tol {self.cliff_shock_tol!r} must be in (0, 0.01)")
+        if self.curve_mode not in ("sequential", "equilibrium", "fixed-price"):
+            raise InputError(f"report settings: curve_mode must be sequential, equilibrium or fixed-price, "
+                             f"got {self.curve_mode!r}")
+        if self.liquidators not in ("profitable", "all"):
+            raise InputError(f"report settings: liquidators must be profitable or all, got {self.liquidators!r}")
+        for name in ("gas_usd", "min_profit_usd"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise InputError(f"report settings: {name} {v!r} must be a finite number >= 0")
+            if v is not None and self.liquidators == "all":
+                raise InputError(f"report settings: {name} applies only with liquidators 'profitable'")
         if self.top_accounts < 1 or self.level_bins < 2:
             raise InputError("report settings: top_accounts must be >= 1 and level_bins >= 2")
         lo, hi = self.level_range
@@ -159,10 +179,26 @@ def _iso(ts: int | None) -> str | None:
 # ---------------------------------------------------------------------------------------------------
 # Sections
 
+def _policy(settings: ReportSettings) -> Any:
+    from defirisk.solver.economics import make_policy
+
+    return make_policy(settings.liquidators, gas_usd=settings.gas_usd, min_profit_usd=settings.min_profit_usd)
+
+
+def _not_liquidated(result: Any) -> dict[str, Any]:
+    """Liquidatable, not liquidated at the end of the cascade (debt USD, of which underwater); null when
+    the mode does not report it (its result records no liquidator policy)."""
+    known = "liquidators" in (getattr(result, "assumptions", None) or {})
+    nl = getattr(result, "not_liquidated", None)
+    return {"not_liquidated_debt_usd": _num(result.not_liquidated_debt_usd) if known else None,
+            "not_liquidated_underwater_debt_usd": _num(result.not_liquidated_underwater_usd) if known else None,
+            "not_liquidated_accounts": int(len(nl)) if known and nl is not None else None}
+
+
 def _scenario_row(result: Any, shock: float, mode: str, asset: str | None) -> dict[str, Any]:
     row = {"shock": shock, "mode": mode, **_totals(result.totals),
            "converged": bool(result.converged), "iterations": int(result.iterations),
-           "rounds": int(result.rounds),
+           "rounds": int(result.rounds), **_not_liquidated(result),
            "by_protocol": {p: _totals(t) for p, t in sorted(result.by_protocol.items())}}
     if asset is not None:
         row["shocked_price"] = _num(result.shocked_prices.get(asset))
@@ -175,12 +211,19 @@ def _scenario_row(result: Any, shock: float, mode: str, asset: str | None) -> di
 def _scenarios(solver: Any, snapshot: Any, prep: Any, assets: Sequence[str], settings: ReportSettings,
                single: str | None) -> list[dict[str, Any]]:
     rows = []
+    policy = _policy(settings)
     for shock in settings.shocks:
         shocks = {single: shock} if single is not None else {a: shock for a in assets}
         for mode in MODES:
-            result = solver.solve(snapshot, shocks, mode=mode, prepared=prep)
+            result = solver.solve(snapshot, shocks, mode=mode, prepared=prep, liquidators=policy)
             rows.append(_scenario_row(result, shock, mode, single))
     return rows
+
+
+def _equilibrium_band() -> float:
+    from defirisk.solver.descent import DEFAULT_BAND
+
+    return DEFAULT_BAND
 
 
 def _levels(levels: pd.DataFrame, price: float, settings: ReportSettings) -> dict[str, Any]:
@@ -231,6 +274,16 @@ def _cliff_dict(c: Any) -> dict[str, Any]:
     attribution = getattr(c, "attribution", None)
     if attribution is not None:
         d["attribution"] = _plain(attribution)
+    # what jumped (docs/model.md, "Curves and cliffs"): a solver without these fields gives a single jump
+    # of the curve asset's own price
+    end_shock = getattr(c, "end_shock", None)
+    d["end_shock"] = _num(c.trigger_shock if end_shock is None else end_shock)
+    d["steps"] = [_num(s) for s in getattr(c, "steps", ())] or [d["trigger_shock"]]
+    d["assets_moved"] = [{"asset": str(a["asset"]), "end_price_before": _num(a["end_price_before"]),
+                          "end_price": _num(a["end_price"])} for a in getattr(c, "assets_moved", ())]
+    d["jumps"] = [{"quantity": str(q["quantity"]), "asset": None if q.get("asset") is None else str(q["asset"]),
+                   "before": _num(q["before"]), "after": _num(q["after"]), "jump": _num(q["jump"]),
+                   "threshold": _num(q["threshold"])} for q in getattr(c, "jumps", ())]
     return d
 
 
@@ -238,7 +291,8 @@ def _asset_section(solver: Any, snapshot: Any, prep: Any, asset: str, price: flo
                    now_keys: set[tuple[str, str, str]]) -> dict[str, Any]:
     levels = solver.liquidation_levels(snapshot, asset, prepared=prep)
     curve = solver.cascade_curve(snapshot, asset, max_shock=settings.max_shock, points=settings.curve_points,
-                                 mode="equilibrium", shock_tol=settings.cliff_shock_tol, prepared=prep)
+                                 mode=settings.curve_mode, shock_tol=settings.cliff_shock_tol, prepared=prep,
+                                 liquidators=_policy(settings))
     cdf = curve.curve
     cliffs = sorted((_cliff_dict(c) for c in curve.cliffs), key=lambda c: c["trigger_shock"])
     nearest = dict(cliffs[0]) if cliffs else None
@@ -250,7 +304,7 @@ def _asset_section(solver: Any, snapshot: Any, prep: Any, asset: str, price: flo
         "at_risk_accounts": _at_risk(levels, price, settings, now_keys),
         "curve": {c: [_num(v) for v in cdf[c].to_numpy(dtype=float)]
                   for c in ("shock", "shocked_price", "end_price", "liquidated_collateral_usd", "bad_debt_usd")},
-        "curve_mode": str(getattr(curve, "mode", "equilibrium")),
+        "curve_mode": str(getattr(curve, "mode", settings.curve_mode)),
         "curve_method": getattr(curve, "method", None),
         "curve_converged": bool(getattr(curve, "converged", True)),
         "cliffs": cliffs,
@@ -369,6 +423,7 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
     from defirisk import solver  # imported here: the report package must import without the solver
 
     settings = settings or ReportSettings()
+    policy = _policy(settings)   # checked before any solve
     t0 = time.perf_counter()
     prices = _asset_prices(snapshot)
     volatile = _volatile_assets(snapshot)
@@ -412,6 +467,8 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
             "curve_points": settings.curve_points, "top_accounts": settings.top_accounts,
             "at_risk_shock": settings.at_risk_shock, "reference_shock": REFERENCE_SHOCK,
             "cliff_shock_tol": settings.cliff_shock_tol,
+            "curve_mode": settings.curve_mode, "equilibrium_band": _equilibrium_band(),
+            "liquidators": _plain(dataclasses.asdict(policy)),
         },
         "summary": {
             "volatile_assets": volatile,

@@ -19,6 +19,19 @@ SINGLE_ASSET_CAVEAT = ("Only {asset} is shocked here. Other assets move only thr
                        "cascade, so a cliff carried by a thin venue can look deeper than a pegged market would "
                        "allow. The market-wide table shocks all volatile assets together.")
 
+# Why the two modes shown side by side differ (docs/model.md, "Equilibrium mode").
+MODES_TEXT = ("Sequential = block by block as on chain: each 12-second block liquidates every position then "
+              "liquidatable and sells all it seized at once, so one block's sale can carry prices past other "
+              "positions' triggers and they are liquidated deeper. Equilibrium = the limit of short blocks: "
+              "each position is liquidated within {band} of the price where it became liquidatable, so "
+              "sales are smaller and spread out; oracle delays (Maker's OSM) are ignored there.")
+CURVE_MODE_TEXT = {
+    "sequential": "Curve, cliffs and the cliff alerts: sequential mode (block by block, as validated on chain).",
+    "equilibrium": "Curve, cliffs and the cliff alerts: equilibrium mode (the limit of short blocks).",
+    "fixed-price": ("Curve, cliffs and the cliff alerts: fixed-price mode (every position liquidated at the end "
+                    "price: the most pessimistic reading, not a path a market takes)."),
+}
+
 VIEW_TEXT = {
     "now": ("Liquidatable now",
             "Positions that can be liquidated at the snapshot's prices, before any shock."),
@@ -146,7 +159,8 @@ def _accounts_table(rows: Sequence[Mapping[str, Any]], with_level: bool) -> Tabl
 
 def _scenario_table(rows: Sequence[Mapping[str, Any]], asset: str | None) -> Table:
     cols = ["shock", "mode"] + (["end price"] if asset else []) + [
-        "liquidated collateral", "debt repaid", "bad debt", "accounts", "rounds / iterations", "converged"]
+        "liquidated collateral", "debt repaid", "bad debt", "accounts", "rounds / iterations", "converged",
+        "liquidatable, not liquidated (of which underwater)"]
     body = []
     for r in rows:
         line = [f"-{r['shock']:.0%}", r["mode"]]
@@ -155,17 +169,56 @@ def _scenario_table(rows: Sequence[Mapping[str, Any]], asset: str | None) -> Tab
         line += [usd(r["liquidated_collateral_usd"]), usd(r["debt_repaid_usd"]), usd(r["bad_debt_usd"]),
                  str(r["accounts_liquidated"]),
                  str(r["rounds"]) if r["mode"] == "sequential" else str(r["iterations"]),
-                 "yes" if r["converged"] else "NO"]
+                 "yes" if r["converged"] else "NO", _not_liquidated(r)]
         body.append(tuple(line))
     return Table(tuple(cols), tuple(body), ("l", "l") + ("r",) * (len(cols) - 2))
 
 
+def _not_liquidated(r: Mapping[str, Any]) -> str:
+    """Debt of positions liquidatable at the end that no liquidator took (the call did not pay)."""
+    debt = r.get("not_liquidated_debt_usd")
+    if debt is None:
+        return "–"
+    return f"{usd(debt)} ({usd(r.get('not_liquidated_underwater_debt_usd'))})"
+
+
+def _liquidators_text(p: Mapping[str, Any]) -> str:
+    if p.get("liquidators") == "all":
+        return "Liquidators: all — every liquidatable position is liquidated, whatever it costs the liquidator."
+    gas = (f"measured gas per call at {p.get('gas_price_gwei', 0):g} gwei" if p.get("gas_usd") is None
+           else f"{usd(p['gas_usd'])} gas per call")
+    return ("Liquidators: profitable — a liquidation happens only when selling the seized collateral pays the debt "
+            f"repaid, {gas} and a minimum profit of {usd(p.get('min_profit_usd'))}; positions left liquidatable "
+            "are in the last column (docs/model.md, \"Liquidator economics\").")
+
+
 def _cliff_text(asset: str, c: Mapping[str, Any], today: float) -> str:
     chain = " → ".join(c["protocols"]) or "no protocol"
+    steps = c.get("steps") or [c["trigger_shock"]]
+    stair = (f" (a staircase of {len(steps)} jumps up to a {pct(c.get('end_shock'))} drop)" if len(steps) > 1 else "")
+    moved = [a for a in c.get("assets_moved", []) if a["asset"] != asset]
+    others = "".join(f"; {a['asset']} {'falls' if (a['end_price'] or 0) < (a['end_price_before'] or 0) else 'moves'} "
+                     f"from {price(a['end_price_before'])} to {price(a['end_price'])}" for a in moved)
+    # a cliff found on another quantity (another asset's price, the USD figures) need not move this price
+    own = "jumps" not in c or any(a["asset"] == asset for a in c.get("assets_moved", []))
     return (f"{asset}: a {pct(c['trigger_shock'])} drop (to {price(c['trigger_price'])} from {price(today)}) "
-            f"tips a chain carried by {chain}; the end price jumps from {price(c['end_price_before'])} to "
-            f"{price(c['end_price'])}, liquidating {usd(c['liquidated_collateral_usd'])} of collateral with "
-            f"{usd(c['bad_debt_usd'])} bad debt.")
+            f"tips a chain carried by {chain}{stair}; the end price {'jumps' if own else 'goes'} from "
+            f"{price(c['end_price_before'])} to {price(c['end_price'])}{others}, liquidating "
+            f"{usd(c['liquidated_collateral_usd'])} of collateral with {usd(c['bad_debt_usd'])} bad debt.")
+
+
+_JUMP_NAMES = {"liquidated_collateral_usd": "liquidated", "bad_debt_usd": "bad debt"}
+
+
+def _jumps_text(c: Mapping[str, Any]) -> str:
+    """What jumped across a cliff, e.g. 'wstETH $3,417 → $222; bad debt $8.27M → $30.8M'."""
+    out = []
+    for q in c.get("jumps", []):
+        if q["quantity"] == "end_price":
+            out.append(f"{q['asset']} {price(q['before'])} → {price(q['after'])}")
+        else:
+            out.append(f"{_JUMP_NAMES.get(q['quantity'], q['quantity'])} {usd(q['before'])} → {usd(q['after'])}")
+    return "; ".join(out) or "–"
 
 
 def document(report: Mapping[str, Any]) -> list[Any]:
@@ -254,10 +307,11 @@ def document(report: Mapping[str, Any]) -> list[Any]:
     mw = report["market_wide"]
     if mw["scenarios"]:
         out.append(View("cascade", "Standard shocks to all volatile assets together — cascade outcome", (
-            Para(VIEW_TEXT["cascade"][1] + " Sequential = block by block as on chain; equilibrium = the analytic "
-                 "fixed point.", "muted"),
+            Para(VIEW_TEXT["cascade"][1] + " " + _modes_text(report), "muted"),
             Image(plot_name("market_wide_scenarios") + ".png", "liquidated collateral and bad debt by shock, both modes"),
             _scenario_table(mw["scenarios"], None),
+            *((Para(_liquidators_text(report["settings"]["liquidators"]), "muted"),)
+              if report["settings"].get("liquidators") else ()),
         )))
 
     for asset, a in report["assets"].items():
@@ -278,16 +332,19 @@ def document(report: Mapping[str, Any]) -> list[Any]:
         out.append(View("cascade", f"{asset}: {VIEW_TEXT['cascade'][0]}", (
             Para(VIEW_TEXT["cascade"][1], "muted"),
             Para(SINGLE_ASSET_CAVEAT.format(asset=asset), "muted"),
+            Para(CURVE_MODE_TEXT.get(a.get("curve_mode"), f"Curve mode: {a.get('curve_mode')}."), "muted"),
             Image(f"{plot_name(asset)}_curve.png", f"{asset} cascade curve with cliffs"),
             *((Para("WARNING: the solver reports this curve as NOT converged; treat it as indicative.", "alert"),)
               if not a.get("curve_converged", True) else ()),
             Para("Nearest cliff — " + nearest, "alert" if a["nearest_cliff"] else None),
-            Table(("trigger shock", "trigger price", "end price before → after", "carried by", "liquidated", "bad debt"),
-                  tuple((pct(c["trigger_shock"]), price(c["trigger_price"]),
+            Table(("trigger shock", "trigger price", "end price before → after", "carried by", "what jumped",
+                   "liquidated", "bad debt"),
+                  tuple((pct(c["trigger_shock"]) + (f" – {pct(c['end_shock'])}" if len(c.get("steps") or ()) > 1 else ""),
+                         price(c["trigger_price"]),
                          f"{price(c['end_price_before'])} → {price(c['end_price'])}", " → ".join(c["protocols"]),
-                         usd(c["liquidated_collateral_usd"]), usd(c["bad_debt_usd"])) for c in cliffs),
-                  ("r", "r", "r", "l", "r", "r"), empty="no cliffs"),
-            Para(f"Standard shocks to {asset} alone, both modes:"),
+                         _jumps_text(c), usd(c["liquidated_collateral_usd"]), usd(c["bad_debt_usd"])) for c in cliffs),
+                  ("r", "r", "r", "l", "l", "r", "r"), empty="no cliffs"),
+            Para(f"Standard shocks to {asset} alone, both modes. " + _modes_text(report)),
             Image(f"{plot_name(asset)}_scenarios.png", f"{asset} standard shocks"),
             _scenario_table(a["scenarios"], asset),
         )))
@@ -296,6 +353,11 @@ def document(report: Mapping[str, Any]) -> list[Any]:
     out.append(_accounts_table(report["at_risk_accounts"], with_level=False))
     out.append(Para(f"Report built in {report['timing']['build_s']:.2f} s.", "muted"))
     return out
+
+
+def _modes_text(report: Mapping[str, Any]) -> str:
+    band = report.get("settings", {}).get("equilibrium_band")
+    return MODES_TEXT.format(band=f"{band:.1%}" if isinstance(band, (int, float)) else "1%")
 
 
 def table_align(t: Table) -> tuple[str, ...]:

@@ -96,7 +96,9 @@ def curve_png(asset: str, section: Mapping[str, Any]) -> bytes:
              linewidth=2.2, label="end price after cascade")
     for i, c in enumerate(section["cliffs"]):
         top.axvline(c["trigger_shock"], color=CLIFF_COLOUR, linestyle=":", linewidth=1.4)
-        top.plot([c["trigger_shock"]] * 2, [c["end_price_before"], c["end_price"]], color=CLIFF_COLOUR,
+        # a staircase cliff ends at end_shock (a single jump: end_shock == trigger_shock)
+        top.plot([c["trigger_shock"], c.get("end_shock") or c["trigger_shock"]], [c["end_price_before"], c["end_price"]],
+                 color=CLIFF_COLOUR,
                  marker="o", markersize=6, linewidth=2.5, label="cliff" if i == 0 else None)
     top.set_ylabel(f"{asset} price (USD)")
     top.yaxis.set_major_formatter(FuncFormatter(_usd))

@@ -14,8 +14,16 @@ The protocol fee (share of the bonus) goes to the treasury and is NOT sold.
 When an account's collateral is gone its remaining debt is bad debt (v3.3+: burned as deficit; v3.0:
 left unbacked on chain) and is written off the book so it is counted once.
 E-mode: an account's `emode` category replaces LT/LB of the collateral assets listed in the category.
+Version details (sources cited in docs/model.md):
+  HF: v3.0-3.4 truncate the average LT to whole bps; v3.5+ use the exact weighted sum.
+  Dust rule (v3.3+): the collateral left is balance - seized, the protocol fee included.
+  Bad debt (v3.3+): "no collateral left" counts only collateral with LT > 0.
+  E-mode (v3.0-3.5): an asset whose reserve (non-e-mode) LT is 0 stays at LT 0 inside an e-mode: no HF
+  weight, never seized; v3.6+ (e-mode decoupled from the reserve configuration) gives it the category LT.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -57,13 +65,19 @@ def _asset_argmax(xt: np.ndarray) -> np.ndarray:
     return np.argmax(xt, axis=0)
 
 
-def _version_tuple(raw) -> tuple[int, int]:
-    s = str(raw).lstrip("v")
-    try:
-        parts = [int(x) for x in s.split(".")[:2]]
-    except ValueError:
-        raise InputError(f"aave-v3 params.version: not a version like '3.0' or '3.3': {raw!r}") from None
-    return (parts[0], parts[1] if len(parts) > 1 else 0)
+# Aave V3 versions whose liquidation behaviour is modelled (aave/aave-v3-core for 3.0, aave-dao/aave-v3-origin
+# for 3.1+). A patch suffix ("3.0.2", "3.3.0") is accepted and ignored: no patch changes the rules modelled.
+KNOWN_VERSIONS = ("3.0", "3.1", "3.2", "3.3", "3.4", "3.5", "3.6", "3.7")
+_VERSION_RE = re.compile(r"3\.(\d)(?:\.\d+)?")
+
+
+def _version_tuple(raw, where: str) -> tuple[int, int]:
+    """(3, minor) of an aave-v3 market's `params.version`; InputError unless it is a known version."""
+    m = _VERSION_RE.fullmatch(raw) if isinstance(raw, str) else None
+    if m is None or f"3.{m.group(1)}" not in KNOWN_VERSIONS:
+        raise InputError(f"{where}, params.version: {raw!r} is not a known Aave V3 version; allowed: "
+                         f"{', '.join(KNOWN_VERSIONS)} (a patch suffix such as 3.3.0 is accepted)")
+    return (3, int(m.group(1)))
 
 
 class AaveV3(Rule):
@@ -72,7 +86,11 @@ class AaveV3(Rule):
 
     def __init__(self, market: MarketParams, symbols: tuple[str, ...], prices0=None):
         super().__init__(market, symbols, prices0)
-        self.version = _version_tuple(market.params.get("version", "3.0"))
+        self.version = _version_tuple(market.params.get("version", "3.0"), self.where())
+        # v3.5+ computes HF from the exact LT-weighted sum; earlier versions truncate the average LT.
+        self.truncate_lt = self.version < (3, 5)
+        # v3.0-3.5 apply an e-mode's LT only to assets whose reserve LT is not 0 (v3.6 decoupled them).
+        self.emode_needs_base_lt = self.version < (3, 6)
         k = len(symbols)
         self.lt = np.zeros(k)
         self.lb = np.ones(k)
@@ -123,6 +141,10 @@ class AaveV3(Rule):
             if int(cid) not in self.emode:
                 raise InputError(f"{self.where()}: positions use e-mode category {int(cid)} not in params.emode_categories")
             clt, clb, mask = self.emode[int(cid)]
+            if self.emode_needs_base_lt:
+                # v3.0-3.5 (GenericLogic.calculateUserAccountData, ValidationLogic.validateLiquidationCall)
+                # test the reserve's own LT for != 0 before any e-mode override: such an asset keeps LT 0.
+                mask = mask & (self.lt > 0)
             rows = emode_ids == cid
             lt[np.ix_(rows, mask)] = clt
             lb[np.ix_(rows, mask)] = clb
@@ -135,33 +157,36 @@ class AaveV3(Rule):
         return (state.coll * prices * lt).sum(axis=1), (state.debt * prices).sum(axis=1)
 
     @staticmethod
-    def _hf_weights(coll, debt, prices, lt):
-        """Weighted collateral as Aave computes it (GenericLogic, every v3 version): the average LT
-        over LT>0 collateral is an integer division in bps, so it is truncated to whole bps before
-        it multiplies total collateral. Accounts with several collateral assets can differ from the
-        exact weighting by up to 1 bp of LT, enough to flip an account sitting at HF = 1."""
-        return AaveV3._hf_weights_t(coll.T, debt.T, prices, lt.T)
+    def _hf_weights(coll, debt, prices, lt, truncate=True):
+        """Weighted collateral and debt as Aave computes HF (GenericLogic.calculateUserAccountData),
+        over collateral with LT > 0. v3.0-3.4 (`truncate`): the average LT is an integer division in
+        bps, truncated to whole bps before it multiplies total collateral, which can differ from the
+        exact weighting by up to 1 bp of LT, enough to flip an account sitting at HF = 1. v3.5+: HF is
+        the exact LT-weighted sum over debt (no average is formed)."""
+        return AaveV3._hf_weights_t(coll.T, debt.T, prices, lt.T, truncate)
 
     @staticmethod
-    def _hf_weights_t(ct, dt, prices, ltt):
+    def _hf_weights_t(ct, dt, prices, ltt, truncate=True):
         """`_hf_weights` on asset-major (k, n) arrays (same bits)."""
         pc = prices[:, None]
         cval = ct * pc * (ltt > 0)
-        total = _asset_sum(cval)
         exact = _asset_sum(cval * ltt)
+        if not truncate:
+            return exact, _asset_sum(dt * pc)
+        total = _asset_sum(cval)
         with np.errstate(divide="ignore", invalid="ignore"):
             # The epsilon absorbs float error in a weighted mean of integer bps (never a whole bp).
             avg_bps = np.floor(np.where(total > 0, exact * 1e4 / np.where(total > 0, total, 1.0), 0.0) + 1e-7)
         return total * avg_bps / 1e4, _asset_sum(dt * pc)
 
     def health(self, state: BookState, prices):
-        wc, wd = self._hf_weights(state.coll, state.debt, prices, state.extra["lt"])
+        wc, wd = self._hf_weights(state.coll, state.debt, prices, state.extra["lt"], self.truncate_lt)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(wd > 0, wc / np.where(wd > 0, wd, 1.0), np.inf)
 
     def liquidatable(self, state, prices):
         lt = state.extra["lt"]
-        wc, wd = self._hf_weights(state.coll, state.debt, prices, lt)
+        wc, wd = self._hf_weights(state.coll, state.debt, prices, lt, self.truncate_lt)
         usable = ((state.coll > 0) & (lt > 0)).any(axis=1)
         return (wd > 0) & (wc < wd) & usable
 
@@ -172,7 +197,7 @@ class AaveV3(Rule):
         rows = np.flatnonzero(mask)
         ct, dt = state.coll[rows].T.copy(), state.debt[rows].T.copy()
         ltt, lbt = state.extra["lt"][rows].T.copy(), state.extra["lb"][rows].T.copy()
-        ct2, dt2, ev = self._call(ct, dt, ltt, lbt, oracle, self._hf_weights_t(ct, dt, oracle, ltt)[0])
+        ct2, dt2, ev = self._call(ct, dt, ltt, lbt, oracle, self._hf_weights_t(ct, dt, oracle, ltt, self.truncate_lt)[0])
         coll, debt = state.coll.copy(), state.debt.copy()
         coll[rows], debt[rows] = ct2.T, dt2.T
         return Step(state.evolve(coll=coll, debt=debt), ev.take(rows))
@@ -182,7 +207,7 @@ class AaveV3(Rule):
         bits), but each call only looks at the rows the previous call liquidated (the others cannot
         change), on asset-major copies of the book made once per book state."""
         ct, dt, ltt, lbt = self._transposed(state)
-        wc, wd = self._hf_weights_t(ct, dt, prices, ltt)
+        wc, wd = self._hf_weights_t(ct, dt, prices, ltt, self.truncate_lt)
         usable = ((ct > 0) & (ltt > 0)).any(axis=0)
         rows = np.flatnonzero((wd > 0) & (wc < wd) & usable)
         if len(rows) == 0:
@@ -194,7 +219,7 @@ class AaveV3(Rule):
             if not len(ev):
                 return Events.concat(evs)
             evs.append(ev.take(rows))
-            wc, wd = self._hf_weights_t(ct, dt, prices, ltt)
+            wc, wd = self._hf_weights_t(ct, dt, prices, ltt, self.truncate_lt)
             keep = (wd > 0) & (wc < wd) & ((ct > 0) & (ltt > 0)).any(axis=0)
             if not keep.any():
                 return Events.concat(evs)
@@ -238,19 +263,20 @@ class AaveV3(Rule):
         repay, seized = self._seize(max_repay, pd_, pc, LB, coll_bal)
         fee_pct = self.fee[c]
         if self.version >= (3, 3):
-            # Dust rule (LiquidationLogic, MUST_NOT_LEAVE_DUST): a call that clears neither the reserve
-            # debt nor the collateral reserve must leave >= $1,000 of each; the contract counts the
-            # collateral left as balance - (seized - protocol fee). Every smaller repay leaves more of
-            # both, so the permitted partial repays are [0, r_max]: the liquidator (paid in proportion
-            # to the repay) takes r_max = min(max repay, debt - $1,000, repay that leaves $1,000 of
-            # collateral). Only the 50%-of-total cap can make a max call partial, and it needs both
-            # reserves >= $2,000, so r_max > 0 there: the account is never skipped.
+            # Dust rule (LiquidationLogic.executeLiquidationCall, MUST_NOT_LEAVE_DUST): a call that clears
+            # neither the reserve debt nor the collateral reserve must leave >= $1,000 of each. The
+            # collateral left is balance - seized with the protocol fee INCLUDED in `seized` (the v3.3.0
+            # release subtracts both the liquidator's part and the fee; only a pre-release review snapshot
+            # subtracted the liquidator's part alone). Every smaller repay leaves more of both, so the
+            # permitted partial repays are [0, r_max]: the liquidator (paid in proportion to the repay)
+            # takes r_max = min(max repay, debt - $1,000, repay that leaves $1,000 of collateral). Only the
+            # 50%-of-total cap can make a max call partial, and it needs both reserves >= $2,000, so
+            # r_max > 0 there: the account is never skipped.
             partial = (repay < debt_res) & (seized < coll_bal)
-            net = seized - (seized - seized / LB) * fee_pct  # collateral that leaves the user's balance
-            dusty = partial & (((debt_res - repay) * pd_ < MIN_LEFTOVER_USD) | ((coll_bal - net) * pc < MIN_LEFTOVER_USD))
+            dusty = partial & (((debt_res - repay) * pd_ < MIN_LEFTOVER_USD) | ((coll_bal - seized) * pc < MIN_LEFTOVER_USD))
             if dusty.any():
                 by_debt = debt_res - MIN_LEFTOVER_USD / pd_
-                by_coll = (coll_bal - MIN_LEFTOVER_USD / pc) * pc / (pd_ * (LB - (LB - 1.0) * fee_pct))
+                by_coll = (coll_bal - MIN_LEFTOVER_USD / pc) * pc / (pd_ * LB)
                 r2 = np.maximum(np.minimum(np.minimum(max_repay, by_debt), by_coll), 0.0)
                 r2, s2 = self._seize(r2, pd_, pc, LB, coll_bal)
                 repay = np.where(dusty, r2, repay)
@@ -261,7 +287,12 @@ class AaveV3(Rule):
         ct2[c, r] = np.maximum(coll_bal - seized, 0.0)
         dt2[d, r] = np.maximum(debt_res - repay, 0.0)
         ct2[c, r] = np.where(seized >= coll_bal, 0.0, ct2[c, r])  # exact zero when the reserve is cleared
-        no_coll = _asset_sum(ct2) <= 0
+        if self.version >= (3, 3):
+            # hasNoCollateralLeft (LiquidationLogic): the account's total collateral as GenericLogic counts
+            # it (LT > 0 only) was all seized; collateral with LT 0 left behind does not stop the deficit.
+            no_coll = ~((ct2 > 0) & (ltt > 0)).any(axis=0)
+        else:
+            no_coll = _asset_sum(ct2) <= 0
         bad = np.where(no_coll, _asset_sum(dt2 * po), 0.0)
         dt2[:, no_coll] = 0.0
         did = seized > 0

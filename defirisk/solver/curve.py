@@ -12,9 +12,11 @@ with a venue (Comet absorb would sell it too) and no account is liquidatable bef
 Anything else (Liquity redistribution, cross-collateral Aave or Comet with volatile collateral, v3.3
 rules, betas) uses the general engine per shock.
 
-Cliffs: a grid interval whose end-price drop exceeds the shock's own move by more than `min_jump`
-(fraction of the initial price) is bisected on the shock until it is `shock_tol` wide; a genuine
-jump keeps its size as the interval shrinks, a steep continuous stretch does not and is dropped.
+Cliffs: found on the full outcome of every curve point (each asset's end price, liquidated collateral
+USD, bad debt USD, each against its own threshold): grid intervals that change some quantity enough
+are bisected on the shock until `shock_tol` wide; a genuine jump keeps its size as the interval
+shrinks, a steep continuous stretch does not and is dropped; adjacent smaller jumps that together pass
+a threshold merge into one cliff (see _cliff_search and docs/model.md, "Curves and cliffs").
 """
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ import pandas as pd
 from defirisk.errors import ConvergenceError, InputError
 from defirisk.model import Snapshot
 from defirisk.rules.aave_v3 import CLOSE_FACTOR_HF
-from defirisk.solver.engine import (Prepared, apply_shock, equilibrium_totals, prepare, resolve_shocks, run_equilibrium,
-                                   run_sequential)
+from defirisk.solver import economics
+from defirisk.solver.engine import (Prepared, apply_shock, equilibrium_totals, fixed_price_totals, prepare, resolve_shocks,
+                                   run_fixed_price, run_sequential, solve)
 from defirisk.solver.result import Cliff, CurveResult
 
+CURVE_MODES = ("equilibrium", "sequential", "fixed-price")
+_TOTALS = {"equilibrium": equilibrium_totals, "fixed-price": fixed_price_totals}
 NCOEF = 6  # a, b (sold = a + b/p), c, d (usd = c*p + d), e, f (bad = e + f*p)
 MAX_ITER = 100_000
 
@@ -271,16 +276,25 @@ def _cliff_details_compiled(comp: Compiled, prices: np.ndarray, usd: dict[str, n
     return tuple(order), attr
 
 
-def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, points: int = 1000, mode: str = "equilibrium",
+def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, points: int = 1000, mode: str = "sequential",
                   betas=None, min_jump: float = 0.005, shock_tol: float = 1e-9, method: str = "auto",
-                  prepared: Prepared | None = None) -> CurveResult:
-    """End price of `asset` for `points` shocks in [0, max_shock] plus cliffs found by bisection."""
+                  prepared: Prepared | None = None, min_jump_debt_share: float = 0.005, min_jump_usd: float = 1000.0,
+                  step_share: float = 0.5, merge_gap: float = 0.002, liquidators="all") -> CurveResult:
+    """End price of `asset` for `points` shocks in [0, max_shock] plus cliffs found by bisection.
+
+    Cliffs are searched on the full outcome (every asset's end price, liquidated collateral USD, bad
+    debt USD); thresholds: `min_jump` (prices, fraction of each asset's p0), max(`min_jump_debt_share`
+    x total debt USD at snapshot prices, `min_jump_usd`) (USD figures). Jumps of at least `step_share`
+    of a threshold whose gaps are <= `merge_gap` (shock) merge into one cliff (docs/model.md).
+    liquidators: as in `solve` (sequential and equilibrium curves; fixed-price liquidates everything)."""
+    policy = economics.resolve_policy(liquidators)
+    _check_cliff_settings(min_jump, shock_tol, min_jump_debt_share, min_jump_usd, step_share, merge_gap)
     if not (math.isfinite(max_shock) and 0 < max_shock < 1):
         raise InputError("max_shock must be in (0, 1)")
     if not (isinstance(points, int) and points >= 2):
         raise InputError("points must be an integer >= 2")
-    if mode not in ("equilibrium", "sequential"):
-        raise InputError(f"mode must be equilibrium or sequential, got {mode!r}")
+    if mode not in CURVE_MODES:
+        raise InputError(f"mode must be one of {', '.join(CURVE_MODES)}, got {mode!r}")
     if method not in ("auto", "compiled", "general"):
         raise InputError("method must be auto, compiled or general")
     prep = prepared or prepare(snapshot)
@@ -292,98 +306,103 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
     resolve_shocks(prep, {asset: 0.0}, betas)  # validates betas
     shocks = np.linspace(0.0, max_shock, points)
     comp = None
-    if method != "general" and mode == "equilibrium" and not betas:
+    if method != "general" and mode == "fixed-price" and not betas:
         pieces = _pieces(prep, j)
         if pieces is not None:
             comp = Compiled(prep, j, pieces)
     if method == "compiled" and comp is None:
-        raise InputError("this snapshot cannot be compiled for a fast curve (see docs/model.md); use method='general'")
+        raise InputError("this snapshot cannot be compiled for a fast curve, or the mode is not fixed-price (see docs/model.md); "
+                         "use method='general'")
     if comp is not None:
         p_hat, end, iters = comp.solve(shocks)
-        usd = bad = None  # evaluated below together with the cliffs' prices, in one pass over the pieces
+        usd, bad = comp.outcome(end)
+        # the pieces move X only: every other asset stays at p0 (shocked and end)
+        hats, ends = np.tile(prep.p0, (points, 1)), np.tile(prep.p0, (points, 1))
+        hats[:, j], ends[:, j] = p_hat, end
 
-        def end_at(s: float) -> float:
-            return float(comp.solve(np.array([s]))[1][0])
+        def outcome_at(s: float) -> tuple:
+            ph, pe, _ = comp.solve(np.array([s]))
+            u, b = comp.outcome(pe)
+            vh, ve = prep.p0.copy(), prep.p0.copy()
+            vh[j], ve[j] = ph[0], pe[0]
+            return vh, ve, float(u[0]), float(b[0])
     else:
         iters = 0
         rows = []
         for s in shocks:
-            if mode == "equilibrium":   # no result tables: only the curve's four numbers are needed
-                ph, pe, it, u, b = equilibrium_totals(prep, resolve_shocks(prep, {asset: float(s)}, betas), 10_000, 1e-12)
-                rows.append((ph[j], pe[j], u, b))
+            if mode in _TOTALS:   # no result tables: only the curve's four numbers are needed
+                ph, pe, it, u, b = _TOTALS[mode](prep, resolve_shocks(prep, {asset: float(s)}, betas), 10_000, 1e-12,
+                                                 **_policy_kw(mode, policy))
+                rows.append((ph, pe, u, b))   # every asset's prices: the cliff search looks at all of them
                 iters += it
                 continue
-            r = _general(prep, asset, s, mode, betas)
+            r = _general(prep, asset, s, mode, betas, policy)
             iters += r.iterations
-            rows.append((r.shocked_prices[asset], r.end_prices[asset], r.totals.liquidated_collateral_usd, r.totals.bad_debt_usd))
-        p_hat, end, usd, bad = (np.array(c) for c in zip(*rows))
+            rows.append(_price_vectors(prep, r) + (r.totals.liquidated_collateral_usd, r.totals.bad_debt_usd))
+        hats, ends, usd, bad = (np.array(c, dtype=float) for c in zip(*rows))
+        p_hat, end = hats[:, j], ends[:, j]
 
-        def end_at(s: float) -> float:
-            if mode == "equilibrium":
+        def outcome_at(s: float) -> tuple:
+            if mode in _TOTALS:
                 sv = resolve_shocks(prep, {asset: float(s)}, betas)
-                return float(equilibrium_totals(prep, sv, 10_000, 1e-12, outcome=False)[1][j])
-            return _general(prep, asset, s, mode, betas).end_prices[asset]
+                ph, pe, _, u, b = _TOTALS[mode](prep, sv, 10_000, 1e-12, **_policy_kw(mode, policy))
+                return ph, pe, u, b
+            r = _general(prep, asset, s, mode, betas, policy)
+            return _price_vectors(prep, r) + (r.totals.liquidated_collateral_usd, r.totals.bad_debt_usd)
     p0 = prep.p0[j]
-    cliffs = []
-    excess = (end[:-1] - end[1:]) - (p_hat[:-1] - p_hat[1:])
-    stack = [(float(shocks[i]), float(shocks[i + 1]), float(end[i]), float(end[i + 1]))
-             for i in np.flatnonzero(excess > min_jump * p0)]
-    found = []
-    while stack:
-        lo, hi, e_lo, e_hi = stack.pop()
-        while hi - lo > shock_tol:
-            if e_lo - e_hi - p0 * (hi - lo) <= min_jump * p0:
-                break  # the drop shrank with the interval: a steep slope, not a jump
-            mid = 0.5 * (lo + hi)
-            e_mid = end_at(mid)
-            left, right = e_lo - e_mid, e_mid - e_hi
-            # follow the larger jump; keep the other half if it also holds a jump
-            if left >= right:
-                if right > min_jump * p0 + (p0 * (hi - mid)):
-                    stack.append((mid, hi, e_mid, e_hi))
-                hi, e_hi = mid, e_mid
-            else:
-                if left > min_jump * p0 + (p0 * (mid - lo)):
-                    stack.append((lo, mid, e_lo, e_mid))
-                lo, e_lo = mid, e_mid
-        if e_lo - e_hi - p0 * (hi - lo) > min_jump * p0:
-            found.append((lo, hi, e_lo, e_hi))
-    found = sorted(found)
-    if comp is not None:
-        paths = [np.array([e_lo] + comp.path(hi)) for lo, hi, e_lo, e_hi in found]
-        if comp.total is None:
-            usd, bad = comp.outcome(end)
-            per_cliff = [(np.zeros(1), np.zeros(1))] * len(found)
-            path_usd = [{} for _ in found]
-        else:
-            reqs = [(comp.total, end)] + [(comp.total, np.array([f[3]])) for f in found]
-            reqs += [(comp.tables[pr], path) for path in paths for pr in comp.protocols]
-            vals = _batched_values(reqs)
-            usd, bad = vals[0]
-            per_cliff = vals[1:1 + len(found)]
-            rest = iter(vals[1 + len(found):])
-            path_usd = [{pr: next(rest)[0] for pr in comp.protocols} for _ in paths]
+    # Cliffs on the full outcome (every asset's end price, liquidated USD, bad debt; see _cliff_search).
+    # Every outcome is solved once: the grid's are reused and bisection midpoints are cached.
+    debt_usd = float(sum((b.state0.debt * prep.p0).sum() for b in prep.books))
+    thr_usd = max(min_jump_debt_share * debt_usd, min_jump_usd)
+    thr = np.concatenate([np.full(len(prep.p0), min_jump), [thr_usd, thr_usd]])
+    grid = [_point(s, hats[i], ends[i], usd[i], bad[i], prep.p0) for i, s in enumerate(shocks)]
+    cache = {pt.shock: pt for pt in grid}
+
+    def at(s: float) -> _Point:
+        if s not in cache:
+            cache[s] = _point(s, *outcome_at(s), prep.p0)
+        return cache[s]
+
+    found = _cliff_search(grid, at, thr, step_share, merge_gap, shock_tol)
+    if comp is not None and comp.total is not None:
+        # order and attribution along the monotone sequence just past each cliff's last step
+        paths = [np.array([steps[0][0].end[j]] + comp.path(steps[-1][1].shock)) for steps, _ in found]
+        vals = iter(_batched_values([(comp.tables[pr], path) for path in paths for pr in comp.protocols]))
+        path_usd = [{pr: next(vals)[0] for pr in comp.protocols} for _ in paths]
     curve = pd.DataFrame({"shock": shocks, "shocked_price": p_hat, "end_price": end,
                           "liquidated_collateral_usd": usd, "bad_debt_usd": bad})
-    for ci, (lo, hi, e_lo, e_hi) in enumerate(found):
-        if comp is not None:
-            protos, attr = _cliff_details_compiled(comp, paths[ci], path_usd[ci])
-            usd_hi, bad_hi = float(per_cliff[ci][0][0]), float(per_cliff[ci][1][0])
-        else:
-            r_lo, r_hi = _general(prep, asset, lo, mode, betas), _general(prep, asset, hi, mode, betas)
+    cliffs = []
+    for ci, (steps, size) in enumerate(found):
+        first, last = steps[0][0], steps[-1][1]   # just before the first step, just after the last
+        if comp is None:
+            r_lo, r_hi = _general(prep, asset, first.shock, mode, betas, policy), _general(prep, asset, last.shock, mode, betas, policy)
             protos, attr = _cliff_details_general(r_lo, r_hi)
-            usd_hi, bad_hi = r_hi.totals.liquidated_collateral_usd, r_hi.totals.bad_debt_usd
-        cliffs.append(Cliff(trigger_shock=hi, trigger_price=float(p0 * (1 - hi)), end_price_before=e_lo, end_price=e_hi,
-                            protocols=protos, liquidated_collateral_usd=usd_hi, bad_debt_usd=bad_hi, attribution=attr))
+        elif comp.total is not None:
+            protos, attr = _cliff_details_compiled(comp, paths[ci], path_usd[ci])
+        else:
+            protos, attr = (), ()
+        moved, jumps = _cliff_quantities(prep.symbols, thr, first, last, size)
+        trig = steps[0][1].shock
+        cliffs.append(Cliff(trigger_shock=trig, trigger_price=float(p0 * (1 - trig)), end_price_before=float(first.end[j]),
+                            end_price=float(last.end[j]), protocols=protos, liquidated_collateral_usd=last.usd,
+                            bad_debt_usd=last.bad, attribution=attr, end_shock=last.shock,
+                            steps=tuple(st[1].shock for st in steps), assets_moved=moved, jumps=jumps))
     return CurveResult(asset=asset, mode=mode, method="compiled" if comp is not None else "general", curve=curve,
-                       cliffs=tuple(cliffs), converged=True, iterations=int(iters))
+                       cliffs=tuple(cliffs), converged=True, iterations=int(iters),
+                       end_prices=pd.DataFrame(ends, columns=list(prep.symbols)))
 
 
-def _general(prep, asset, s, mode, betas):
+def _policy_kw(mode, policy) -> dict:
+    return {"policy": policy} if mode == "equilibrium" else {}
+
+
+def _general(prep, asset, s, mode, betas, policy=None):
     sv = resolve_shocks(prep, {asset: float(s)}, betas)
     if mode == "sequential":
-        return run_sequential(prep, sv, 10_000)
-    return run_equilibrium(prep, sv, 10_000, 1e-12)
+        return run_sequential(prep, sv, 10_000, policy)
+    if mode == "fixed-price":
+        return run_fixed_price(prep, sv, 10_000, 1e-12)
+    return solve(prep.snapshot, {asset: float(s)}, mode, betas=betas, prepared=prep, liquidators=policy or "all")
 
 
 def _cliff_details_general(r_lo, r_hi):
@@ -391,6 +410,13 @@ def _cliff_details_general(r_lo, r_hi):
     before = set(map(tuple, r_lo.liquidations[key].to_numpy().tolist()))
     liq = r_hi.liquidations.sort_values(["round"], kind="stable")
     new = liq[[tuple(x) not in before for x in liq[key].to_numpy().tolist()]]
+    if len(new) == 0 and len(liq):
+        # no account joins, but some are liquidated further (e.g. Aave's close factor going from 50% to
+        # 100%, or a larger seizure at lower prices): the chain is carried by those
+        seized = [r.liquidations.groupby(key + ["collateral_asset"])["collateral_seized"].sum() for r in (r_lo, r_hi)]
+        grew = seized[1].sub(seized[0].reindex(seized[1].index).fillna(0.0)) > 1e-9 * seized[1].abs()
+        grown = {k[:3] for k in grew.index[grew.to_numpy()]}
+        new = liq[[tuple(x) in grown for x in liq[key].to_numpy().tolist()]]
     order = list(dict.fromkeys(new["protocol"]))
     attr = []
     prev = {"shock": 1.0}
@@ -402,3 +428,167 @@ def _cliff_details_general(r_lo, r_hi):
                 attr.append({"pusher": pusher, "pushed": pr, "liquidated_collateral_usd": float(v * w / tot)})
         prev = grown
     return tuple(order), tuple(attr)
+
+
+# --- cliffs on the full outcome ----------------------------------------------------------------------
+# A curve point's outcome is a vector of quantities: for every asset k the cascade's own part of its
+# drop, (p_hat_k - end_k) / p0_k (the shock's own move p_hat is taken out, so only the cascade counts),
+# then liquidated collateral USD and bad debt USD. Each has a threshold in its own unit: `min_jump` for
+# the prices (fraction of p0), max(min_jump_debt_share x total debt USD at snapshot prices,
+# min_jump_usd) for the two USD figures. Changes are compared in threshold units (1 = threshold).
+
+@dataclass(frozen=True, eq=False)
+class _Point:
+    """The full outcome of the cascade at one shock."""
+
+    shock: float
+    p_hat: np.ndarray   # shocked price of every asset
+    end: np.ndarray     # end price of every asset
+    usd: float          # liquidated collateral USD
+    bad: float          # bad debt USD
+    v: np.ndarray       # the quantity vector, raw units: cascade drops as fractions of p0, then usd, bad
+
+
+def _point(shock, p_hat, end, usd, bad, p0) -> _Point:
+    p_hat, end = np.asarray(p_hat, dtype=float), np.asarray(end, dtype=float)
+    return _Point(float(shock), p_hat, end, float(usd), float(bad),
+                  np.concatenate([(p_hat - end) / p0, [float(usd), float(bad)]]))
+
+
+def _cliff_search(grid: list[_Point], at, thr: np.ndarray, step_share: float, merge_gap: float,
+                  shock_tol: float) -> list[tuple[list, np.ndarray]]:
+    """Cliffs as clusters of steps: [(steps, summed counted jumps per quantity)], a step = (a, b, d, _)
+    with a, b the outcomes at both ends of a <= shock_tol wide interval and d = (b.v - a.v) / thr, the
+    change of every quantity in threshold units.
+
+    A change counts in the direction of a cascade only (a price falling beyond the shock's own move, a
+    USD figure growing): after a collapse the cascade's share of a price can shrink steadily as the shock
+    grows (a constant product venue takes a fixed fraction off), which is no cliff.
+
+    1. Windows: for each quantity, runs of grid intervals whose change is at least `step_share` (two such
+       intervals belong to one run when the gap between them is <= merge_gap), kept when the run's changes
+       sum above 1 (a single interval above the threshold is such a run). Only these intervals are
+       searched, each in the quantities of its runs.
+    2. Every sub-interval whose change in a searched quantity is >= step_share is bisected (BOTH halves,
+       at the midpoint) until it is shock_tol wide: such a leaf is a step (a discontinuity: a continuous
+       stretch, however steep, loses its change as the interval shrinks and is dropped). `at` caches
+       outcomes, so no shock is ever solved twice and one bisection serves every quantity. Two passes:
+       first down to merge_gap/8; the pieces left are grouped as in 3 (a gap between pieces is at most
+       the gap between the steps inside them) and only groups whose changes could sum above a threshold
+       are bisected on to shock_tol: a step that can be part of no cliff costs ~log2(grid step /
+       (merge_gap/8)) cascades, not log2(grid step / shock_tol).
+       Deciding whether to bisect (not whether a leaf is a step), bad debt leaves out what revaluing the
+       collateral already liquidated can do: liquidated USD at a x the largest relative fall of a
+       shocked or end price from a to b (sequential mode values a liquidation at its round's prices,
+       the first at the shocked ones). Once underwater positions are liquidated, their bad debt grows
+       steadily as prices fall: no jump, but a steep stretch that would otherwise be bisected through.
+    3. Steps whose gap (next start - previous end) is <= merge_gap form one cluster; a cluster is a
+       cliff when, for some quantity, its steps' jumps in that quantity (each counted when
+       >= step_share) sum above the threshold."""
+
+    def revaluation(usd: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """a, b: shocked and end prices side by side at both ends"""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fall = np.where(a > 0, (a - b) / a, 0.0)
+        return usd * np.maximum(fall.max(axis=-1), 0.0) / thr[-1]
+
+    def change(a: _Point, b: _Point) -> tuple[np.ndarray, np.ndarray]:
+        """(change, change that decides bisection), threshold units"""
+        d = (b.v - a.v) / thr
+        e = d.copy()
+        e[-1] -= revaluation(np.array(a.usd), np.concatenate([a.p_hat, a.end]), np.concatenate([b.p_hat, b.end]))
+        return d, e
+
+    def explore(a: _Point, b: _Point, width: float, active: np.ndarray) -> list:
+        out, stack = [], [(a, b)]
+        while stack:
+            a, b = stack.pop()
+            d, e = change(a, b)
+            if not (e[active] >= step_share).any():
+                continue   # nothing here can count toward a cliff (a continuous stretch ends here)
+            mid = 0.5 * (a.shock + b.shock)
+            if b.shock - a.shock <= width or not a.shock < mid < b.shock:
+                out.append((a, b, d, active, e))
+                continue
+            m = at(mid)
+            stack.append((m, b))
+            stack.append((a, m))
+        return out
+
+    def clusters(pieces: list) -> list[list]:
+        pieces = sorted(pieces, key=lambda t: t[0].shock)
+        out: list[list] = []
+        for st in pieces:
+            if out and st[0].shock - out[-1][-1][1].shock <= merge_gap:
+                out[-1].append(st)
+            else:
+                out.append([st])
+        return out
+
+    V = np.array([p.v for p in grid]) / thr
+    prices = np.array([np.concatenate([p.p_hat, p.end]) for p in grid])
+    grid_change = np.diff(V, axis=0)
+    grid_change[:, -1] -= revaluation(np.array([p.usd for p in grid[:-1]]), prices[:-1], prices[1:])
+    grid_change[~np.isfinite(grid_change)] = 0.0
+    shocks = np.array([p.shock for p in grid])
+    big = grid_change >= step_share
+    active = np.zeros(grid_change.shape, dtype=bool)   # interval i is searched for steps in quantity k
+    for k in np.flatnonzero(big.any(axis=0)):
+        idx = np.flatnonzero(big[:, k])
+        cut = np.flatnonzero(shocks[idx[1:]] - shocks[idx[:-1] + 1] > merge_gap) + 1
+        for run in np.split(idx, cut):
+            if grid_change[run, k].sum() > 1.0:
+                active[run, k] = True
+    coarse = max(shock_tol, merge_gap / 8.0)
+    pieces = [pc for i in np.flatnonzero(active.any(axis=1)) for pc in explore(grid[i], grid[i + 1], coarse, active[i])]
+    steps = []
+    for group in clusters(pieces):
+        # what the group's pieces change, slope inside them included: an upper bound of their steps
+        if (np.array([np.where(act, np.maximum(e, 0.0), 0.0) for _, _, _, act, e in group]).sum(axis=0) > 1.0).any():
+            steps += [st for a, b, _, act, _ in group for st in explore(a, b, shock_tol, act)]
+    out = []
+    for cl in clusters(steps):
+        dd = np.array([st[2] for st in cl])
+        size = np.where(dd >= step_share, dd, 0.0).sum(axis=0)
+        if (size > 1.0).any():
+            out.append((cl, size))
+    return out
+
+
+def _cliff_quantities(symbols, thr: np.ndarray, first: _Point, last: _Point, size: np.ndarray):
+    """(assets_moved, jumps) of one cliff: every quantity with a counted step, in the quantity's units."""
+    k = len(symbols)
+    jumps, moved = [], []
+    for q in np.flatnonzero(size > 0):
+        if q < k:
+            sym = symbols[q]
+            before, after = float(first.end[q]), float(last.end[q])
+            jumps.append({"quantity": "end_price", "asset": sym, "before": before, "after": after,
+                          "jump": float(size[q] * thr[q]), "threshold": float(thr[q])})
+            moved.append({"asset": sym, "end_price_before": before, "end_price": after})
+        else:
+            name = "liquidated_collateral_usd" if q == k else "bad_debt_usd"
+            before, after = (first.usd, last.usd) if q == k else (first.bad, last.bad)
+            jumps.append({"quantity": name, "asset": None, "before": before, "after": after,
+                          "jump": float(size[q] * thr[q]), "threshold": float(thr[q])})
+    return tuple(moved), tuple(jumps)
+
+
+def _check_cliff_settings(min_jump, shock_tol, debt_share, usd_floor, step_share, merge_gap) -> None:
+    ok = lambda x, lo, hi: isinstance(x, (int, float)) and math.isfinite(x) and lo <= x <= hi  # noqa: E731
+    if not (ok(min_jump, 0, 1) and min_jump > 0):
+        raise InputError("min_jump must be in (0, 1] (a fraction of the asset's initial price)")
+    if not (ok(shock_tol, 0, 0.1) and shock_tol > 0):
+        raise InputError("shock_tol must be in (0, 0.1]")
+    if not (ok(debt_share, 0, 1) and ok(usd_floor, 0, math.inf)) or debt_share == usd_floor == 0:
+        raise InputError("min_jump_debt_share must be in [0, 1] and min_jump_usd >= 0, not both 0")
+    if not (ok(step_share, 0, 1) and step_share > 0):
+        raise InputError("step_share must be in (0, 1]")
+    if not ok(merge_gap, 0, 1):
+        raise InputError("merge_gap must be in [0, 1]")
+
+
+def _price_vectors(prep: Prepared, r) -> tuple[np.ndarray, np.ndarray]:
+    """(shocked, end) price of every asset, in prep.symbols order, from a CascadeResult."""
+    return (np.array([r.shocked_prices[a] for a in prep.symbols], dtype=float),
+            np.array([r.end_prices[a] for a in prep.symbols], dtype=float))

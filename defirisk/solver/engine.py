@@ -1,9 +1,10 @@
-"""The general cascade engine: shocks, sequential rounds and the equilibrium fixed point, over any
-mix of protocols, assets and venues (docs/model.md has the equations)."""
+"""The general cascade engine: shocks, sequential rounds, and the fixed-price iteration, over any mix of
+protocols, assets and venues (docs/model.md has the equations). Equilibrium mode (the limit of
+sequential mode as rounds become short) is in defirisk/solver/descent.py."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import numpy as np
@@ -13,10 +14,14 @@ from defirisk.errors import ConvergenceError, InputError
 from defirisk.markets.impact import AssetCurve, build_curves
 from defirisk.model import Snapshot
 from defirisk.rules import Events
+from defirisk.solver import economics
 from defirisk.solver.books import Book, build_books
 from defirisk.solver.result import LIQUIDATION_COLUMNS, SALE_COLUMNS, CascadeResult, Totals
 
-MODES = ("sequential", "equilibrium")
+# sequential: rounds of one block; equilibrium: the path-consistent limit of sequential mode as rounds
+# become short (descent.py); fixed-price: every position liquidated at the end prices (the earlier
+# "equilibrium", kept as a comparison view and for the compiled curve).
+MODES = ("sequential", "equilibrium", "fixed-price")
 BLOCK_TIME_S = 12.0        # one sequential round = one block; oracle lags are counted in these rounds
 MAX_CALLS_PER_PRICE = 200  # equilibrium: repeated liquidation calls on one account at a fixed price
 
@@ -156,7 +161,29 @@ def _sell_round(prep, states, market, sold, rnd, kind, rows, base_states=None):
                          "price_before": before, "price_after": market[j]})
 
 
-def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int) -> CascadeResult:
+def liquidation_step(prep: Prepared, bi: int, state, oracle: np.ndarray, market: np.ndarray, shared: dict,
+                     venue_states: dict, policy=None):
+    """One liquidation call per liquidatable account of book `bi` (its protocol's rule): the Step.
+    `venue_states` (the venues as they are now) and `policy` (who liquidates) are for liquidator
+    economics; policy None = every liquidatable position is liquidated.
+
+    With a gating policy (economics.py, docs/model.md "Liquidator economics") each call is judged alone
+    against `venue_states`, the venues as they are at the start of the round: a call is kept only when
+    selling its collateral pays the debt repaid, gas and the minimum profit; `shared` carries the round's
+    capital use across books."""
+    step = prep.books[bi].rule.liquidate(state, oracle, market, shared)
+    if policy is None or not len(step.events):
+        return step
+    if not isinstance(policy, economics.LiquidatorPolicy):
+        policy = economics.resolve_policy(policy)
+        if policy is None:
+            return step
+    if not policy.gates:
+        return step
+    return economics.gate(prep, bi, state, step, oracle, market, shared, venue_states, policy)
+
+
+def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None) -> CascadeResult:
     states, market, sale_rows = apply_shock(prep, s)
     shocked = market.copy()
     k = len(prep.symbols)
@@ -183,7 +210,7 @@ def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int) -> CascadeRes
         sold = np.zeros(k)
         any_liq = False
         for bi, b in enumerate(prep.books):
-            step = b.rule.liquidate(book_states[bi], orc, market, shared)
+            step = liquidation_step(prep, bi, book_states[bi], orc, market, shared, states, policy)
             if len(step.events):
                 any_liq = True
                 book_states[bi] = step.state
@@ -203,8 +230,10 @@ def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int) -> CascadeRes
         if not changes:
             break
         r = changes[0]
-    return _finish(prep, "sequential", s, shocked, market, rounds, executed, liq_parts, sale_rows,
-                   {"block_time_s": BLOCK_TIME_S, "lag_rounds": {a: int(prep.lag_rounds[i]) for i, a in enumerate(prep.symbols) if prep.lag_rounds[i]}})
+    res = _finish(prep, "sequential", s, shocked, market, rounds, executed, liq_parts, sale_rows,
+                  {"block_time_s": BLOCK_TIME_S, "lag_rounds": {a: int(prep.lag_rounds[i]) for i, a in enumerate(prep.symbols) if prep.lag_rounds[i]}})
+    # positions still liquidatable at the last round's oracle (every lag caught up) that nobody liquidated
+    return economics.finish(res, prep, book_states, orc, market, policy)
 
 
 def settle_at(prep: Prepared, prices: np.ndarray) -> tuple[np.ndarray, list[tuple[Book, Events]]]:
@@ -271,7 +300,19 @@ def fixed_point(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> F
             return FixedPoint(states0, p_hat, p, it, first_seen, sale_rows, (sold, evs) if same else None)
 
 
-def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> CascadeResult:
+def fixed_point_gap(prep: Prepared, fp: FixedPoint, sold: np.ndarray) -> dict[str, float]:
+    """Assets whose end price is not a fixed point, p < V(S(p)) beyond the tolerance (the iteration
+    stops there when S is not monotone): {asset: relative gap}. Empty when p = V(S(p))."""
+    gaps = {}
+    for j, c in prep.curves.items():
+        st, _ = c.sell(fp.states0[j], sold[j]) if sold[j] > 0 else (fp.states0[j], None)
+        v = float(c.price(st))
+        if v - fp.p[j] > 1e-9 * fp.p[j]:
+            gaps[prep.symbols[j]] = float((v - fp.p[j]) / fp.p[j])
+    return gaps
+
+
+def run_fixed_price(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> CascadeResult:
     fp = fixed_point(prep, s, max_rounds, tol)
     p, p_hat, it, states0, sale_rows = fp.p, fp.p_hat, fp.iterations, fp.states0, fp.sale_rows
     sold, evs = fp.settled or settle_at(prep, p)
@@ -284,13 +325,24 @@ def run_equilibrium(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) 
     end = p_hat.copy()
     states = dict(states0)
     _sell_round(prep, states, end, sold, 1, "liquidation", sale_rows, base_states=states0)
-    return _finish(prep, "equilibrium", s, p_hat, p, it, it, liq_parts, sale_rows,
-                   {"tol": tol, "round_meaning": "iteration of the monotone sequence at which the account was first liquidated"})
+    gaps = fixed_point_gap(prep, fp, sold)
+    return _finish(prep, "fixed-price", s, p_hat, p, it, it, liq_parts, sale_rows,
+                   {"tol": tol, "round_meaning": "iteration of the monotone sequence at which the account was first liquidated",
+                    "fixed_point": not gaps, "fixed_point_gap": gaps})
 
 
-def equilibrium_totals(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float, *, outcome: bool = True):
-    """(shocked prices, end prices, iterations, liquidated collateral USD, bad debt USD) of the
-    equilibrium without building the result tables (the curve's inner loop). The USD figures are the
+def equilibrium_totals(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float, *, outcome: bool = True,
+                       policy=None):
+    """(shocked prices, end prices, steps, liquidated collateral USD, bad debt USD) of equilibrium mode
+    (the descent, descent.py) without building the result tables: the curve's inner loop."""
+    from defirisk.solver.descent import descent_totals
+
+    return descent_totals(prep, s, max_rounds, tol, outcome=outcome, policy=policy)
+
+
+def fixed_price_totals(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float, *, outcome: bool = True):
+    """(shocked prices, end prices, iterations, liquidated collateral USD, bad debt USD) of fixed-price
+    mode without building the result tables (the curve's inner loop). The USD figures are the
     sums `solve(...).totals` reports (same events, same order); with outcome=False they are NaN."""
     fp = fixed_point(prep, s, max_rounds, tol)
     usd = bad = math.nan
@@ -307,17 +359,37 @@ def equilibrium_totals(prep: Prepared, s: np.ndarray, max_rounds: int, tol: floa
 
 
 def solve(snapshot: Snapshot, shocks: Mapping[str, float], mode: str = "sequential", *, betas: Mapping[str, float] | None = None,
-          max_rounds: int = 10_000, tol: float = 1e-12, prepared: Prepared | None = None) -> CascadeResult:
+          max_rounds: int = 10_000, tol: float = 1e-12, prepared: Prepared | None = None,
+          liquidators="all", band: float | None = None) -> CascadeResult:
     """Cascade after `shocks` ({asset: fraction}); see docs/model.md. Raises InputError on bad input and
-    ConvergenceError when `max_rounds` is exhausted (never returns an unconverged result)."""
+    ConvergenceError when `max_rounds` is exhausted (never returns an unconverged result).
+
+    liquidators: 'all' (default here: every liquidatable position is liquidated, the model without
+    liquidator economics), 'profitable' (a call happens only when it pays the liquidator; the default of
+    the `cascade` and `report` commands) or an economics.LiquidatorPolicy (gas, minimum profit, capital).
+    Fixed-price mode liquidates every position at the end prices whatever this says (no venue state
+    per call): its result records liquidators 'all'.
+
+    band (equilibrium mode): each liquidation happens at most this fraction below the price at which
+    its position became liquidatable (default descent.DEFAULT_BAND; 0 = the exact descent, slower)."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not (isinstance(max_rounds, int) and max_rounds > 0):
         raise InputError("max_rounds must be a positive integer")
     if not (math.isfinite(tol) and 0 < tol < 1):
         raise InputError("tol must be in (0, 1)")
+    policy = economics.resolve_policy(liquidators)
     prep = prepared or prepare(snapshot)
     s = resolve_shocks(prep, shocks, betas)
     if mode == "sequential":
-        return run_sequential(prep, s, max_rounds)
-    return run_equilibrium(prep, s, max_rounds, tol)
+        return run_sequential(prep, s, max_rounds, policy)
+    if mode == "equilibrium":
+        from defirisk.solver.descent import run_descent
+
+        if band is None:
+            from defirisk.solver.descent import DEFAULT_BAND as band
+        if not (math.isfinite(band) and 0 <= band < 0.5):
+            raise InputError(f"band must be a fraction in [0, 0.5), got {band!r}")
+        return run_descent(prep, s, max_rounds, tol, policy=policy, band=float(band))
+    res = run_fixed_price(prep, s, max_rounds, tol)
+    return replace(res, assumptions={**res.assumptions, "liquidators": economics.ALL.describe(prep)})

@@ -22,6 +22,9 @@ from defirisk.validate.executor import DEFAULT_MAX_ROUNDS, Execution, execute
 from defirisk.validate.fork import Fork
 
 MODES = ("auto", "devnet", "real")
+# The executor liquidates every position liquidatable on chain, whatever it costs the liquidator, so the
+# prediction it is compared with must do the same: liquidator economics off (docs/model.md).
+LIQUIDATORS = "all"
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +49,7 @@ class ValidationReport:
         return {"agree": self.agree, "upstream": self.upstream, "chain_id": self.chain_id, "block": self.block,
                 "shocks": dict(self.shocks), "oracle_mode": self.oracle_mode, "funding_mode": self.funding_mode,
                 "accounts_in_snapshot": int(self.snapshot.positions.frame["account"].nunique()),
+                "liquidators": LIQUIDATORS,
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "comparison": self.comparison.to_dict(), "predicted": self.predicted.to_dict(),
                 "executed": self.executed.to_dict()}
@@ -70,7 +74,7 @@ def _upstream(rpc_url: str | None, scenario: str | Path | None, book: Any) -> It
 def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: int | None = None,
              scenario: str | Path | None = None, book: Any = None, mode: str = "auto",
              protocols: str | None = None, tolerances: Tolerances | None = None,
-             max_rounds: int = DEFAULT_MAX_ROUNDS) -> ValidationReport:
+             max_rounds: int = DEFAULT_MAX_ROUNDS, liquidators: str = LIQUIDATORS) -> ValidationReport:
     """Run one validation and return the side-by-side report (it never writes to the upstream).
 
     shocks: {asset: fraction}; rpc_url None = the devnet of `scenario` (default scenario if None);
@@ -78,7 +82,12 @@ def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: 
     book (name, file or mapping; default: the devnet's, or "mainnet" for chain id 1);
     mode: "devnet" (feed setters, minting), "real" (oracle code replacement, balance slots) or "auto";
     protocols: "aave-v3,morpho-blue" or a subset (default: every protocol with a reader).
+    liquidators: only "all": the executor liquidates every position liquidatable on chain, whatever it
+    costs, so the prediction is solved with liquidator economics off (`solve(..., liquidators="all")`).
     """
+    if liquidators != LIQUIDATORS:
+        raise InputError(f"liquidators {liquidators!r}: the forked-chain validator executes every liquidation that is "
+                         "possible on chain, whatever it costs the liquidator, so its prediction uses liquidators 'all'")
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not shocks:
@@ -99,7 +108,7 @@ def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: 
             snap = take_snapshot(fork.url, fork.block, protocols, book=the_book, cache=False).snapshot
             seconds["snapshot"] = time.perf_counter() - t
             t = time.perf_counter()
-            predicted = solve(snap, dict(shocks), mode="sequential")
+            predicted = solve(snap, dict(shocks), mode="sequential", liquidators=LIQUIDATORS)
             seconds["predict"] = time.perf_counter() - t
             real = mode == "real" or (mode == "auto" and the_book.name != "devnet")
             oracle_mode, funding_mode = ("setcode", "storage") if real else ("setter", "mint")

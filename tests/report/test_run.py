@@ -2,6 +2,8 @@
 scrubbing of kept chain snapshots, and the report content itself on the two-protocol cliff case."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import re
@@ -75,8 +77,12 @@ def test_kept_chain_snapshot_is_scrubbed(weth_case, tmp_path):
 def test_report_content_two_protocol_cliff(case_dir, tmp_path):
     snap = load_snapshot(case_dir)
     rules = parse_rules(["bad_debt_at[0.25]>0", "cliff_within@WETH=0.05"])
-    res = run_report(snap, SourceInfo("snapshot", str(case_dir)), _opts(tmp_path / "r", rules=rules))
+    # every liquidatable position liquidated: the case's Morpho call does not pay a liquidator in its
+    # thin pool, so under the default economics the chain stops at Aave (tests/solver/test_economics.py)
+    settings = dataclasses.replace(SETTINGS, liquidators="all")
+    res = run_report(snap, SourceInfo("snapshot", str(case_dir)), RunOptions(out=tmp_path / "r", settings=settings, rules=rules))
     rep = res.report
+    assert rep["settings"]["curve_mode"] == "sequential"
     assert rep["summary"]["volatile_assets"] == ["WBTC", "WETH", "wstETH"]
     assert rep["settings"]["shocks"] == [0.1, 0.2, 0.25, 0.3, 0.5]     # 0.25 added for the rule
     weth = rep["assets"]["WETH"]
@@ -86,6 +92,10 @@ def test_report_content_two_protocol_cliff(case_dir, tmp_path):
     assert nc is not None and 0.0 < nc["trigger_shock"] < 0.1
     assert nc["trigger_price"] == pytest.approx(3000.0 * (1 - nc["trigger_shock"]), rel=1e-6)
     assert nc["protocols"][0] == "aave-v3" and "morpho-blue" in nc["protocols"]
+    # what jumped (issue 10): every quantity with a jump, at least one above its threshold
+    assert nc["end_shock"] >= nc["trigger_shock"] and nc["steps"][0] == nc["trigger_shock"]
+    assert any(q["jump"] > q["threshold"] for q in nc["jumps"])
+    assert {a["asset"] for a in nc["assets_moved"]} == {q["asset"] for q in nc["jumps"] if q["quantity"] == "end_price"}
     # Summary names the nearest cliff over all assets (the case also has one on wstETH, Morpho first).
     best = min(((a, c["trigger_shock"]) for a, sec in rep["assets"].items() for c in sec["cliffs"]), key=lambda t: t[1])
     assert (rep["summary"]["nearest_cliff"]["asset"], rep["summary"]["nearest_cliff"]["trigger_shock"]) == best
@@ -117,6 +127,7 @@ def test_report_content_two_protocol_cliff(case_dir, tmp_path):
     assert data == json.loads(json.dumps(rep))
     assert all(v is None or math.isfinite(v) for v in rep["figures"].values())
     md = (tmp_path / "r" / "report.md").read_text()
+    assert "what jumped" in md
     for heading in ("[NOW] Liquidatable now", "[STATIC] WETH: Liquidation levels (static)",
                     "[CASCADE] WETH: Cascade outcome (with feedback)", "![WETH cascade curve with cliffs](plots/WETH_curve.png)"):
         assert heading in md

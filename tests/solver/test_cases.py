@@ -218,10 +218,10 @@ CASES = [
     Case("aave-v33-dust-collateral-eq", lambda: aave_v33({"WETH": 3.5, "WBTC": 0.115}, {"USDC": 12_000.0},
                                                          {**V33_ASSETS, "WETH": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.05},
                                                           "WBTC": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.05}}),
-         {"WETH": 0.0}, "equilibrium", {"repaid": 6_000.0 / 1.05, "liquidated_usd": 6_000.0}),
+         {"WETH": 0.0}, "fixed-price", {"repaid": 6_000.0 / 1.05, "liquidated_usd": 6_000.0}),
     Case("liquity-recovery-capped-skip", liquity_recovery, {"WETH": 0.5}, "sequential",
          {"rounds": 1, "accounts": 2, "repaid": 11_000.0, "sold:WETH": 12.1, "liquidated_usd": 12_100.0, "bad": 0.0}),
-    Case("liquity-recovery-capped-skip-eq", liquity_recovery, {"WETH": 0.5}, "equilibrium",
+    Case("liquity-recovery-capped-skip-eq", liquity_recovery, {"WETH": 0.5}, "fixed-price",
          {"accounts": 2, "repaid": 11_000.0, "sold:WETH": 12.1, "bad": 0.0}),
     Case("liquity-recovery-redistribute", liquity_recovery_redistribute, {"WETH": 0.5}, "sequential",
          {"accounts": 1, "repaid": 0.0, "sold:WETH": 0.005, "bad": 105.0, "liquidated_usd": 1000.0}),
@@ -232,7 +232,7 @@ CASES = [
     Case("morpho-oracle-partial", morpho_oracle, {"COLL": 0.2}, "sequential",
          {"repaid": 80_000.0, "bad": 0.0, "liquidated_usd": 80_000.0 / 0.94 / 880.0 * 800.0, "accounts": 1}),
     # P = 700: oracle 770; 80,000 LIF / 770 = 110.5 > 100 -> seize all 100, repay 100 * 770 * 0.94 = 72,380
-    Case("morpho-oracle-bad-debt", morpho_oracle, {"COLL": 0.3}, "equilibrium",
+    Case("morpho-oracle-bad-debt", morpho_oracle, {"COLL": 0.3}, "fixed-price",
          {"repaid": 72_380.0, "bad": 80_000.0 - 72_380.0, "liquidated_usd": 70_000.0}),
     # oracle equal to the USD ratio (1000) gives the plain USD rule: P = 950 liquidates, seizes 80,000 LIF/950
     Case("morpho-oracle-equals-usd", lambda: morpho_oracle(1000.0), {"COLL": 0.05}, "sequential",
@@ -246,10 +246,10 @@ CASES = [
     Case("morpho-oracle-lst-loan-moves", morpho_oracle_lst, {"wstETH": 0.15, "WETH": 0.1}, "sequential", {"accounts": 0}),
 
     Case("cp-nofee-morpho-seq", cp_morpho, {"WETH": 0.1}, "sequential", {"end:WETH": SEQ_END, "rounds": 1, "repaid": 76_000.0}),
-    Case("cp-nofee-morpho-eq", cp_morpho, {"WETH": 0.1}, "equilibrium",
+    Case("cp-nofee-morpho-eq", cp_morpho, {"WETH": 0.1}, "fixed-price",
          {"end:WETH": EQ_END, "bad": 76_000.0 - 100 * EQ_END / LIF_08}, rtol=1e-9),
     *[Case(f"linear-uniform-{mode[:3]}-{s}", linear_compound, {"WETH": s}, mode, {"end:WETH": linear_answer(s)[0]})
-      for s in (0.015, 0.045, 0.2, 0.6) for mode in ("sequential", "equilibrium")],
+      for s in (0.015, 0.045, 0.2, 0.6) for mode in ("sequential", "fixed-price")],
     # 10 WETH at 1000 (50% shock) vs 15000 USDC: HF 0.53 -> 100% close factor; all 10 WETH seized
     Case("aave-underwater-v30", lambda: aave_single(10.0, 15_000.0), {"WETH": 0.5}, "sequential",
          {"bad": 15_000.0 - 10_000.0 / 1.05, "repaid": 10_000.0 / 1.05, "liquidated_usd": 10_000.0}),
@@ -258,7 +258,7 @@ CASES = [
     # HF at 1900: 10*1900*0.8/15500 = 0.9806 > 0.95 -> 50% of 15500 repaid; one call restores HF > 1
     Case("aave-close-factor-half", lambda: aave_single(10.0, 15_500.0), {"WETH": 0.05}, "sequential",
          {"repaid": 7_750.0, "liquidated_usd": 7_750.0 * 1.05, "bad": 0.0, "rounds": 1}),
-    Case("aave-close-factor-half-eq", lambda: aave_single(10.0, 15_500.0), {"WETH": 0.05}, "equilibrium",
+    Case("aave-close-factor-half-eq", lambda: aave_single(10.0, 15_500.0), {"WETH": 0.05}, "fixed-price",
          {"repaid": 7_750.0, "bad": 0.0}),
     # HF at 1700: 13600/15500 = 0.877 <= 0.95 -> 100%: seize 15500*1.05/1700 = 9.57 < 10 WETH
     Case("aave-close-factor-full", lambda: aave_single(10.0, 15_500.0), {"WETH": 0.15}, "sequential",
@@ -309,7 +309,7 @@ def test_liquity_redistribution_state():
 
 
 def test_linear_case_counts():
-    r = solve(linear_compound(), {"WETH": 0.045}, "equilibrium")
+    r = solve(linear_compound(), {"WETH": 0.045}, "fixed-price")
     assert r.totals.accounts_liquidated == linear_answer(0.045)[1] == 7
 
 
@@ -325,7 +325,7 @@ def test_errors_are_raised_not_returned():
     with pytest.raises(ConvergenceError):
         solve(snap, {"WETH": 0.2}, "sequential", max_rounds=2)
     with pytest.raises(ConvergenceError):
-        solve(snap, {"WETH": 0.2}, "equilibrium", max_rounds=1)
+        solve(snap, {"WETH": 0.2}, "fixed-price", max_rounds=1)
 
 
 def test_morpho_oracle_curve_compiled_equals_general():
@@ -339,8 +339,8 @@ def test_morpho_oracle_curve_compiled_equals_general():
     snap = make_snapshot({"COLL": 1000.0, "USDC": 1.0}, rows,
                          [("morpho-blue", "x", {"lltv": 0.8, "collateral": "COLL", "loan": "USDC", "oracle_price": 1100.0}, {})],
                          {"COLL": {"kind": "constant_product", "base_reserve": 200.0, "quote_reserve": 2e5, "fee": 0.003}})
-    fast = cascade_curve(snap, "COLL", points=40, max_shock=0.7, method="compiled")
-    slow = cascade_curve(snap, "COLL", points=40, max_shock=0.7, method="general")
+    fast = cascade_curve(snap, "COLL", points=40, max_shock=0.7, method="compiled", mode="fixed-price")
+    slow = cascade_curve(snap, "COLL", points=40, max_shock=0.7, method="general", mode="fixed-price")
     assert_allclose(fast.curve.end_price, slow.curve.end_price, rtol=1e-9)
     assert_allclose(fast.curve.liquidated_collateral_usd, slow.curve.liquidated_collateral_usd, rtol=1e-8, atol=1e-6)
     assert_allclose(fast.curve.bad_debt_usd, slow.curve.bad_debt_usd, rtol=1e-8, atol=1e-6)

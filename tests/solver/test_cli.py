@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 def test_cascade_json_contract():
-    r = runner.invoke(app, ["cascade", CASE, "--shock", "WETH=0.2", "--json"])
+    r = runner.invoke(app, ["cascade", CASE, "--shock", "WETH=0.2", "--json", "--liquidators", "all"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     for key in ("mode", "end_prices", "shocked_prices", "rounds", "converged", "totals", "by_protocol", "liquidations"):
@@ -35,7 +35,8 @@ def test_cascade_equilibrium_and_table():
 
 
 def test_curve_json_contract():
-    r = runner.invoke(app, ["cascade", CASE, "--curve", "--asset", "WETH", "--points", "60", "--max-shock", "0.5", "--json"])
+    r = runner.invoke(app, ["cascade", CASE, "--curve", "--asset", "WETH", "--points", "60", "--max-shock", "0.5", "--json",
+                               "--liquidators", "all"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert len(out["curve"]) == 60
@@ -67,7 +68,7 @@ def test_missing_dir_exit_2(tmp_path):
 
 
 def test_subprocess_entry_point():
-    p = subprocess.run([sys.executable, "-m", "defirisk", "cascade", CASE, "--shock", "WETH=0.1", "--json"],
+    p = subprocess.run([sys.executable, "-m", "defirisk", "cascade", CASE, "--shock", "WETH=0.1", "--json", "--liquidators", "all"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["totals"]["accounts_liquidated"] >= 2

@@ -21,7 +21,7 @@ from defirisk.model import Asset, Venue
 from defirisk.rules.aave_v3 import _asset_argmax, _asset_sum
 from defirisk.rules.base import Events, Rule
 from defirisk.solver import cascade_curve, prepare, solve
-from defirisk.solver.engine import equilibrium_totals, resolve_shocks, settle_at
+from defirisk.solver.engine import equilibrium_totals, fixed_price_totals, resolve_shocks, settle_at
 
 from .helpers import make_snapshot
 
@@ -185,11 +185,18 @@ def test_settle_at_on_liquidatable_rows_equals_whole_books(accounts, version, mo
 def test_equilibrium_totals_equal_solve(accounts, version, asset, shock):
     snap = _cross_snapshot(accounts, version)
     prep = prepare(snap)
+    r = solve(snap, {asset: shock}, "fixed-price", prepared=prep)
+    p_hat, end, it, usd, bad = fixed_price_totals(prep, resolve_shocks(prep, {asset: shock}, None), 10_000, 1e-12)
+    assert it == r.iterations
+    assert_array_equal(end, [r.end_prices[s] for s in prep.symbols])
+    assert_array_equal(p_hat, [r.shocked_prices[s] for s in prep.symbols])
+    assert_allclose(usd, r.totals.liquidated_collateral_usd, rtol=1e-12, atol=1e-9)
+    assert_allclose(bad, r.totals.bad_debt_usd, rtol=1e-12, atol=1e-9)
+    # equilibrium mode's curve loop (the descent without tables) gives solve's numbers too
     r = solve(snap, {asset: shock}, "equilibrium", prepared=prep)
     p_hat, end, it, usd, bad = equilibrium_totals(prep, resolve_shocks(prep, {asset: shock}, None), 10_000, 1e-12)
     assert it == r.iterations
     assert_array_equal(end, [r.end_prices[s] for s in prep.symbols])
-    assert_array_equal(p_hat, [r.shocked_prices[s] for s in prep.symbols])
     assert_allclose(usd, r.totals.liquidated_collateral_usd, rtol=1e-12, atol=1e-9)
     assert_allclose(bad, r.totals.bad_debt_usd, rtol=1e-12, atol=1e-9)
 
@@ -199,16 +206,21 @@ def test_equilibrium_totals_equal_solve(accounts, version, asset, shock):
 def test_cross_collateral_curve_equals_one_solve_per_shock(accounts, asset):
     snap = _cross_snapshot(accounts, "3.0")
     prep = prepare(snap)
-    cur = cascade_curve(snap, asset, points=12, max_shock=0.8, method="general", prepared=prep)
+    cur = cascade_curve(snap, asset, points=12, max_shock=0.8, method="general", prepared=prep, mode="fixed-price")
     for row in cur.curve.itertuples():
-        r = solve(snap, {asset: row.shock}, "equilibrium", prepared=prep)
+        r = solve(snap, {asset: row.shock}, "fixed-price", prepared=prep)
         assert row.end_price == r.end_prices[asset]
         assert row.shocked_price == r.shocked_prices[asset]
         assert_allclose(row.liquidated_collateral_usd, r.totals.liquidated_collateral_usd, rtol=1e-12, atol=1e-9)
         assert_allclose(row.bad_debt_usd, r.totals.bad_debt_usd, rtol=1e-12, atol=1e-9)
-    for c in cur.cliffs:   # each cliff's end price is the engine's at its trigger shock
-        assert solve(snap, {asset: c.trigger_shock}, "equilibrium", prepared=prep).end_prices[asset] == c.end_price
-        assert c.end_price_before - c.end_price > 0.005 * prep.p0[prep.symbols.index(asset)]
+    for c in cur.cliffs:   # each cliff's figures are the engine's just after its last step
+        r = solve(snap, {asset: c.end_shock}, "fixed-price", prepared=prep)
+        assert r.end_prices[asset] == c.end_price
+        assert_allclose(c.bad_debt_usd, r.totals.bad_debt_usd, rtol=1e-12, atol=1e-9)
+        assert all(q["after"] == r.end_prices[q["asset"]] for q in c.jumps if q["quantity"] == "end_price")
+        # something jumped by more than its threshold: since issue 10 not necessarily the curve asset's
+        # own price (the old assertion, a drop of X's end price > 0.005 p0, was the bug)
+        assert any(q["jump"] > q["threshold"] for q in c.jumps)
 
 
 # --- multi-collateral positions and the compiled curve ------------------------------------------------
@@ -245,11 +257,11 @@ def test_multi_collateral_comet_curve_is_not_compiled():
     comets = [(10.0, "WBTC", 0.5, 0.55 + 0.08 * i) for i in range(6)]
     snap = _multi_collateral(comets, [("m", 2.0, 0.9 + 0.01 * i) for i in range(10)])
     with pytest.raises(Exception, match="cannot be compiled"):
-        cascade_curve(snap, "WETH", points=5, max_shock=0.5, method="compiled")
-    auto = cascade_curve(snap, "WETH", points=30, max_shock=0.5)
+        cascade_curve(snap, "WETH", points=5, max_shock=0.5, method="compiled", mode="fixed-price")
+    auto = cascade_curve(snap, "WETH", points=30, max_shock=0.5, mode="fixed-price")
     assert auto.method == "general"
     s = float(auto.curve.shock[6])
-    r = solve(snap, {"WETH": s}, "equilibrium")
+    r = solve(snap, {"WETH": s}, "fixed-price")
     assert auto.curve.end_price[6] == r.end_prices["WETH"]
     assert r.end_prices["WETH"] < 0.75 * 3000.0 * (1 - s)  # the WBTC leg carries the chain far below the shock
 
@@ -264,8 +276,8 @@ def test_auto_curve_with_multi_collateral_equals_general_engine(comets, morphos)
     """Whatever path `auto` takes (compiled when every second collateral is a stable without a venue),
     it gives the general engine's curve; a volatile second collateral never compiles."""
     snap = _multi_collateral(comets, morphos)
-    auto = cascade_curve(snap, "WETH", points=12, max_shock=0.6)
-    ref = cascade_curve(snap, "WETH", points=12, max_shock=0.6, method="general")
+    auto = cascade_curve(snap, "WETH", points=12, max_shock=0.6, mode="fixed-price")
+    ref = cascade_curve(snap, "WETH", points=12, max_shock=0.6, method="general", mode="fixed-price")
     if any(second == "WBTC" for _, second, _, _ in comets):
         assert auto.method == "general"
     else:

@@ -39,7 +39,7 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 
 
 @SETTINGS
-@given(st.lists(position, min_size=1, max_size=12), VENUES, st.floats(0.0, 0.8), st.sampled_from(["sequential", "equilibrium"]))
+@given(st.lists(position, min_size=1, max_size=12), VENUES, st.floats(0.0, 0.8), st.sampled_from(["sequential", "equilibrium", "fixed-price"]))
 def test_conservation_and_bounds(positions, venue, shock, mode):
     snap = build(positions, venue)
     r = solve(snap, {"WETH": shock}, mode)
@@ -58,9 +58,9 @@ def test_conservation_and_bounds(positions, venue, shock, mode):
 
 @SETTINGS
 @given(st.lists(position, min_size=1, max_size=12), VENUES, st.lists(st.floats(0.0, 0.85), min_size=2, max_size=6))
-def test_equilibrium_end_price_monotone_in_shock(positions, venue, shocks):
+def test_fixed_price_end_price_monotone_in_shock(positions, venue, shocks):
     snap = build(positions, venue)
-    ends = [solve(snap, {"WETH": s}, "equilibrium").end_prices["WETH"] for s in sorted(shocks)]
+    ends = [solve(snap, {"WETH": s}, "fixed-price").end_prices["WETH"] for s in sorted(shocks)]
     assert all(b <= a * (1 + 1e-9) for a, b in zip(ends, ends[1:]))
 
 
@@ -83,8 +83,8 @@ def test_modes_agree_when_every_liquidation_sells_all(positions, venue, shock):
 @given(st.lists(position, min_size=1, max_size=10), VENUES)
 def test_compiled_curve_equals_general_engine(positions, venue):
     snap = build(positions, venue)
-    fast = cascade_curve(snap, "WETH", points=25, max_shock=0.8, method="compiled")
-    slow = cascade_curve(snap, "WETH", points=25, max_shock=0.8, method="general")
+    fast = cascade_curve(snap, "WETH", points=25, max_shock=0.8, method="compiled", mode="fixed-price")
+    slow = cascade_curve(snap, "WETH", points=25, max_shock=0.8, method="general", mode="fixed-price")
     np.testing.assert_allclose(fast.curve.end_price, slow.curve.end_price, rtol=1e-8)
     np.testing.assert_allclose(fast.curve.liquidated_collateral_usd, slow.curve.liquidated_collateral_usd, rtol=1e-7, atol=1e-6)
     np.testing.assert_allclose(fast.curve.bad_debt_usd, slow.curve.bad_debt_usd, rtol=1e-7, atol=1e-5)
