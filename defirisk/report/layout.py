@@ -244,7 +244,8 @@ def document(report: Mapping[str, Any]) -> list[Any]:
              f"Liquidatable now: {now['count']:,} positions, {usd(now['debt_usd'])} of debt"]
     nc = s["nearest_cliff"]
     if nc is not None:
-        items.append("Nearest cliff: " + _cliff_text(nc["asset"], nc, report["assets"][nc["asset"]]["price_usd"]))
+        items.append("Nearest cliff: " + _cliff_text(nc["asset"], nc, report["assets"][nc["asset"]]["price_usd"])
+                     + " " + _basis_text(report))
     else:
         items.append(f"Nearest cliff: none up to a {pct(report['settings']['max_shock'])} shock")
     skipped = s.get("skipped_markets") or []
@@ -353,6 +354,17 @@ def document(report: Mapping[str, Any]) -> list[Any]:
     out.append(_accounts_table(report["at_risk_accounts"], with_level=False))
     out.append(Para(f"Report built in {report['timing']['build_s']:.2f} s.", "muted"))
     return out
+
+
+def _basis_text(report: Mapping[str, Any]) -> str:
+    """What a headline cliff is computed with: the curve's mode and who liquidates."""
+    st = report.get("settings", {})
+    mode = st.get("curve_mode", "sequential")
+    liq = st.get("liquidators") or {}
+    who = liq.get("liquidators") if isinstance(liq, Mapping) else liq
+    who_text = ("only liquidations that pay the liquidator happen; positions left standing are counted as "
+                "\"liquidatable, not liquidated\"" if who == "profitable" else "every liquidatable position is liquidated")
+    return f"({mode} mode; {who_text}; only this asset is shocked: see its section for the caveats.)"
 
 
 def _modes_text(report: Mapping[str, Any]) -> str:

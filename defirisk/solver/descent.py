@@ -64,6 +64,19 @@ def _merge_rows(full: BookState, rows: np.ndarray, sub: BookState) -> BookState:
     return BookState(coll, debt, extra)
 
 
+def _liquidation_rows(prep: Prepared, calls: list) -> list:
+    """The liquidation table's parts from (book index, events, step) calls: one frame per book, books
+    in the order of their first call (then book order), calls in the order they happened."""
+    parts = []
+    for bi, b in enumerate(prep.books):
+        mine = [(ev, step) for i, ev, step in calls if i == bi]
+        if mine:
+            rnd = np.concatenate([np.full(len(ev), step, dtype=np.int64) for ev, step in mine])
+            parts.append((min(step for _, step in mine), bi,
+                          _event_rows(b, Events.concat([ev for ev, _ in mine]), rnd, prep.symbols)))
+    return [df for *_, df in sorted(parts, key=lambda t: (t[0], t[1]))]
+
+
 class _Descent:
     """The mutable state of one descent: venues, market prices, books, pending sales, records."""
 
@@ -121,15 +134,7 @@ class _Descent:
             self.calls.append((bi, ev, self.step))
 
     def liquidation_rows(self) -> list:
-        """The liquidation table's parts, one per book, calls in the order they happened."""
-        parts = []
-        for bi, b in enumerate(self.prep.books):
-            mine = [(ev, step) for i, ev, step in self.calls if i == bi]
-            if mine:
-                rnd = np.concatenate([np.full(len(ev), step, dtype=np.int64) for ev, step in mine])
-                parts.append((min(step for _, step in mine), bi, _event_rows(b, Events.concat([ev for ev, _ in mine]), rnd,
-                                                                              self.prep.symbols)))
-        return [df for *_, df in sorted(parts, key=lambda t: (t[0], t[1]))]
+        return _liquidation_rows(self.prep, self.calls)
 
     # -- 2. sell the pending collateral up to the next trigger ----------------------------------------
     def _after(self, lam: float) -> tuple[dict, np.ndarray]:
@@ -314,10 +319,5 @@ def run_split_sequential(prep: Prepared, s: np.ndarray, k: int, max_rounds: int 
                 market[j] = float(c.price(states[j]))
     else:
         raise ConvergenceError(f"split sequential: still liquidating after {max_rounds} sub-rounds")
-    parts = []
-    for bi, b in enumerate(prep.books):
-        mine = [(ev, rr) for i, ev, rr in calls if i == bi]
-        if mine:
-            rnd = np.concatenate([np.full(len(ev), rr, dtype=np.int64) for ev, rr in mine])
-            parts.append(_event_rows(b, Events.concat([ev for ev, _ in mine]), rnd, prep.symbols))
-    return _finish(prep, f"sequential/{k}", s, shocked, market, r, r, parts, sale_rows, {"split": k})
+    return _finish(prep, f"sequential/{k}", s, shocked, market, r, r, _liquidation_rows(prep, calls), sale_rows,
+                   {"split": k})

@@ -18,3 +18,23 @@ def make_snapshot(prices, positions, markets, venues=None, lags=None) -> Snapsho
         specs = spec if isinstance(spec, list) else [spec]
         vens[s] = tuple(Venue(s, v["kind"], {k: x for k, x in v.items() if k != "kind"}) for v in specs)
     return Snapshot(MANIFEST, assets, Positions.from_rows(rows), tuple(MarketParams(*m) for m in markets), vens)
+
+
+def case_figures(r, keys) -> dict:
+    """The figures a hand-derived case names (end:<asset>, sold:<asset>, bad, repaid, liquidated_usd,
+    rounds, accounts, first_round) read off a CascadeResult."""
+    totals = {"bad": r.totals.bad_debt_usd, "repaid": r.totals.debt_repaid_usd,
+              "liquidated_usd": r.totals.liquidated_collateral_usd, "accounts": r.totals.accounts_liquidated}
+    got = {}
+    for key in keys:
+        if key.startswith("end:"):
+            got[key] = r.end_prices[key[4:]]
+        elif key.startswith("sold:"):
+            got[key] = float(r.liquidations.loc[r.liquidations.collateral_asset == key[5:], "collateral_sold"].sum())
+        elif key in totals:
+            got[key] = totals[key]
+        elif key == "rounds":
+            got[key] = r.rounds
+        elif key == "first_round":
+            got[key] = int(r.liquidations["round"].min())
+    return got

@@ -15,7 +15,7 @@ from numpy.testing import assert_allclose
 from defirisk.rules.morpho_blue import incentive_factor
 from defirisk.solver import solve
 
-from .helpers import make_snapshot
+from .helpers import case_figures, make_snapshot
 
 AAVE_ASSETS = {"USDC": {"liquidation_threshold": 0.85, "liquidation_bonus": 1.04, "liquidation_protocol_fee": 0.0},
                "WETH": {"liquidation_threshold": 0.8, "liquidation_bonus": 1.05, "liquidation_protocol_fee": 0.1}}
@@ -279,24 +279,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_case(case: Case):
     r = solve(case.build(), case.shocks, case.mode)
-    got = {}
-    for key in case.expected:
-        if key.startswith("end:"):
-            got[key] = r.end_prices[key[4:]]
-        elif key.startswith("sold:"):
-            got[key] = float(r.liquidations.loc[r.liquidations.collateral_asset == key[5:], "collateral_sold"].sum())
-        elif key == "bad":
-            got[key] = r.totals.bad_debt_usd
-        elif key == "repaid":
-            got[key] = r.totals.debt_repaid_usd
-        elif key == "liquidated_usd":
-            got[key] = r.totals.liquidated_collateral_usd
-        elif key == "rounds":
-            got[key] = r.rounds
-        elif key == "accounts":
-            got[key] = r.totals.accounts_liquidated
-        elif key == "first_round":
-            got[key] = int(r.liquidations["round"].min())
+    got = case_figures(r, case.expected)
     for key, want in case.expected.items():
         assert_allclose(got[key], want, rtol=case.rtol, atol=1e-6, err_msg=f"{case.id}: {key}")
 

@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose
 from defirisk.errors import InputError
 from defirisk.solver import solve
 from defirisk.solver.descent import _Descent, run_split_sequential
-from defirisk.solver.engine import prepare, resolve_shocks
+from defirisk.solver.engine import apply_shock, prepare, resolve_shocks
 
 from .helpers import make_snapshot
 from .test_fastpaths import _cross_snapshot
@@ -177,8 +177,7 @@ def test_descent_end_state_is_a_fixed_point_on_single_asset_books(positions, poo
     for bi, b in enumerate(prep.books):
         assert not b.rule.liquidatable(d.books[bi], d.market).any()
     sold = sum(float(b.state0.coll[:, j].sum() - d.books[bi].coll[:, j].sum()) for bi, b in enumerate(prep.books))
-    states0, _, _ = __import__("defirisk.solver.engine", fromlist=["apply_shock"]).apply_shock(
-        prep, resolve_shocks(prep, {"X": shock}, None))
+    states0, _, _ = apply_shock(prep, resolve_shocks(prep, {"X": shock}, None))
     c = prep.curves[j]
     st_end, _ = c.sell(states0[j], sold)
     assert_allclose(d.market[j], float(c.price(st_end)), rtol=1e-9)
