@@ -218,8 +218,16 @@ def load_snapshot(path: str | os.PathLike) -> Snapshot:
     markets = _load_markets(d)
     venues = _load_venues(d)
     snap = Snapshot(manifest=manifest, assets=assets, positions=positions, markets=tuple(markets), venues=venues)
-    # Building every venue curve validates its fields now (named by asset), not mid-solve.
+    # Every oracle formula and venue curve is validated now (named by market, asset, field), not mid-solve.
     from defirisk.markets.impact import build_asset_curve
+    from defirisk.solver.oracles import BookOracle
+
+    for m in snap.markets:
+        try:
+            BookOracle(m, snap.symbols)
+        except InputError as exc:
+            msg = str(exc)
+            raise InputError(f"{d / 'markets.json'}{msg[len('markets.json'):]}" if msg.startswith("markets.json") else msg) from None
 
     for sym, vs in snap.venues.items():
         try:

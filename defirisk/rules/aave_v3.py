@@ -202,10 +202,11 @@ class AaveV3(Rule):
         coll[rows], debt[rows] = ct2.T, dt2.T
         return Step(state.evolve(coll=coll, debt=debt), ev.take(rows))
 
-    def settle(self, state: BookState, prices, max_calls: int) -> Events | None:
+    def settle(self, state: BookState, prices, max_calls: int, market=None) -> Events | None:
         """Calls at fixed prices until none is liquidatable, as repeated `liquidate` would do (same
         bits), but each call only looks at the rows the previous call liquidated (the others cannot
-        change), on asset-major copies of the book made once per book state."""
+        change), on asset-major copies of the book made once per book state. Aave's call uses its
+        oracle only, so `market` is not needed."""
         ct, dt, ltt, lbt = self._transposed(state)
         wc, wd = self._hf_weights_t(ct, dt, prices, ltt, self.truncate_lt)
         usable = ((ct > 0) & (ltt > 0)).any(axis=0)

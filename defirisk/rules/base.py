@@ -146,9 +146,10 @@ class Rule:
         `oracle` = prices the protocol sees, `market` = prices a keeper trades at."""
         raise NotImplementedError
 
-    def settle(self, state: BookState, prices: np.ndarray, max_calls: int) -> Events | None:
-        """Liquidation calls at fixed prices (oracle = market = `prices`) until none is liquidatable:
-        the events of all calls in call order, or None if still liquidatable after `max_calls` calls.
+    def settle(self, state: BookState, prices: np.ndarray, max_calls: int, market: np.ndarray | None = None) -> Events | None:
+        """Liquidation calls at fixed prices (oracle = `prices`, market = `market`, default the same)
+        until none is liquidatable: the events of all calls in call order, or None if still
+        liquidatable after `max_calls` calls.
         Independent rules run on the liquidatable rows only (at fixed prices an account that is not
         liquidatable now never becomes so: nothing else in the book can change its row)."""
         rows = None
@@ -159,7 +160,7 @@ class Rule:
             state = self.subset(state, rows)
         evs = []
         for _ in range(max_calls):
-            step = self.liquidate(state, prices, prices, {})
+            step = self.liquidate(state, prices, prices if market is None else market, {})
             if not len(step.events):
                 ev = Events.concat(evs)
                 return ev.take(rows) if rows is not None and len(ev) else ev

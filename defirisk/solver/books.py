@@ -9,6 +9,7 @@ import pandas as pd
 from defirisk.errors import InputError
 from defirisk.model import Snapshot
 from defirisk.rules import BookState, Rule, rule_for
+from defirisk.solver.oracles import BookOracle
 
 
 @dataclass(frozen=True, eq=False)
@@ -16,6 +17,7 @@ class Book:
     rule: Rule
     accounts: np.ndarray  # account ids (str), row order of the matrices
     state0: BookState
+    oracle: BookOracle    # how this market's protocol prices each asset from market prices
 
     @property
     def protocol(self) -> str:
@@ -36,11 +38,13 @@ def build_books(snapshot: Snapshot) -> list[Book]:
     prices0 = np.array([snapshot.assets[s].price_usd for s in symbols], dtype=float)
     books = []
     for m in sorted(snapshot.markets, key=lambda m: m.key):
-        rule = rule_for(m, symbols, prices0)
+        oracle = BookOracle(m, symbols)
+        # rules that anchor to their protocol's own oracle (Morpho `oracle_price`) anchor to its answers
+        rule = rule_for(m, symbols, oracle.formula(prices0))
         g = groups.get(m.key)
         if g is None or len(g) == 0:
             z = np.zeros((0, k))
-            books.append(Book(rule, np.array([], dtype=object), BookState(z, z.copy(), rule.init_extra(np.zeros(0, dtype=np.int64)))))
+            books.append(Book(rule, np.array([], dtype=object), BookState(z, z.copy(), rule.init_extra(np.zeros(0, dtype=np.int64))), oracle))
             continue
         codes, accounts = pd.factorize(g["account"].to_numpy(), sort=False)
         n = len(accounts)
@@ -58,5 +62,5 @@ def build_books(snapshot: Snapshot) -> list[Book]:
             raise InputError(f"positions: account {g['account'].iloc[i]} in {m.protocol}/{m.market} has conflicting emode values")
         accounts = np.asarray(accounts, dtype=object)
         rule.check_book(coll, debt, accounts)
-        books.append(Book(rule, accounts, BookState(coll, debt, rule.init_extra(emode))))
+        books.append(Book(rule, accounts, BookState(coll, debt, rule.init_extra(emode)), oracle))
     return books

@@ -41,7 +41,7 @@ from defirisk.solver import economics
 from defirisk.rules import Events
 from defirisk.rules.base import BookState
 from defirisk.solver.engine import (MAX_CALLS_PER_PRICE, Prepared, _event_rows, _finish, apply_shock,
-                                    liquidation_step)
+                                    liquidation_step, oracle_assumptions)
 from defirisk.solver.result import CascadeResult
 
 DEFAULT_BAND = 0.01  # a liquidation happens at most 1% below the price at which its position became liquidatable
@@ -92,6 +92,13 @@ class _Descent:
         self.step = 0
         self.non_monotone: set[int] = set()
         self.venue_assets = np.array(sorted(prep.curves), dtype=np.int64)
+        # each book's oracle answers at the snapshot (the deviation thresholds' reference)
+        self.a0 = [prep.book_oracle0(bi) for bi in range(len(prep.books))]
+
+    def oracle(self, bi: int, prices: np.ndarray) -> np.ndarray:
+        """What book bi's protocol sees at market prices `prices` (solver/oracles.py, BookOracle.descent)."""
+        o = self.prep.books[bi].oracle
+        return prices if o.identity else o.descent(prices, self.a0[bi])
 
     # -- 1. settle at the current prices ------------------------------------------------------------
     def settle_here(self) -> bool:
@@ -108,7 +115,8 @@ class _Descent:
                 rule = prep.books[bi].rule
                 full = self.books[bi]
                 st = full if rows is None else rule.subset(full, rows)
-                step = liquidation_step(prep, bi, st, self.market, self.market, shared, self.states, self.policy)
+                step = liquidation_step(prep, bi, st, self.oracle(bi, self.market), self.market, shared, self.states,
+                                        self.policy)
                 ev: Events = step.events
                 if not len(ev):
                     continue
@@ -156,21 +164,20 @@ class _Descent:
             st = self.books[bi]
             if not len(st.coll):
                 continue
-            liq = b.rule.liquidatable(st, prices)
+            liq = b.rule.liquidatable(st, self.oracle(bi, prices))
             if liq.any():
-                liq &= ~b.rule.liquidatable(st, self.market)
+                liq &= ~b.rule.liquidatable(st, self.oracle(bi, self.market))
             if liq.any():
                 rows = np.flatnonzero(liq)
                 if b.rule.independent:
-                    out.append((b.rule, b.rule.subset(st, rows), None))
+                    out.append((bi, b.rule, b.rule.subset(st, rows), None))
                 else:
-                    out.append((b.rule, st, rows))
+                    out.append((bi, b.rule, st, rows))
         return out
 
-    @staticmethod
-    def _any(cands: list, prices: np.ndarray) -> bool:
-        for rule, st, rows in cands:
-            liq = rule.liquidatable(st, prices)
+    def _any(self, cands: list, prices: np.ndarray) -> bool:
+        for bi, rule, st, rows in cands:
+            liq = rule.liquidatable(st, self.oracle(bi, prices))
             if (liq if rows is None else liq[rows]).any():
                 return True
         return False
@@ -266,8 +273,13 @@ def run_descent(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float, poli
         "tol": tol, "band": band,
         "round_meaning": "step of the descent at which the call happened (0 = at the shocked prices)",
         "oracle_lags": "ignored: every protocol's oracle follows the market at once",
+        **({"oracles": oracle_assumptions(prep),
+            "oracle_deviation": "an answer stays at its snapshot value until its formula has moved past the "
+                                "deviation threshold, then follows it; heartbeats are not modelled"}
+           if oracle_assumptions(prep) else {}),
         "monotone": not nm, "non_monotone_assets": nm})
-    return economics.finish(res, prep, d.books, d.market, d.market, policy)
+    return economics.finish(res, prep, d.books, [d.oracle(bi, d.market) for bi in range(len(prep.books))],
+                            d.market, policy)
 
 
 def descent_totals(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float, *, outcome: bool = True,
@@ -298,7 +310,9 @@ def run_split_sequential(prep: Prepared, s: np.ndarray, k: int, max_rounds: int 
     for r in range(1, max_rounds + 1):
         shared: dict = {}
         for bi, b in enumerate(prep.books):
-            step = liquidation_step(prep, bi, books[bi], market, market, shared, states)
+            o = b.oracle
+            orc = market if o.identity else o.descent(market, prep.book_oracle0(bi))
+            step = liquidation_step(prep, bi, books[bi], orc, market, shared, states)
             if len(step.events):
                 books[bi] = step.state
                 calls.append((bi, step.events, r))

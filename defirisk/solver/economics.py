@@ -196,6 +196,9 @@ def _venue_proceeds(v, st: tuple, q: np.ndarray) -> np.ndarray:
     if isinstance(v, SquareRoot):    # r = max(1 - c sqrt(q), 0)
         a0, a1 = _capped(st[0], q, 1.0 / (v.c * v.c))
         return (a1 - a0) - (2.0 / 3.0) * v.c * (a1 ** 1.5 - a0 ** 1.5)
+    integral = getattr(v, "rel_integral", None)   # a kind with its own exact integral (depth_curve)
+    if integral is not None:
+        return integral(st, q)
     return _quadrature(v, st, q)
 
 
@@ -352,14 +355,16 @@ def _gate_buy_collateral(prep, book, step: Step, oracle, market, shared, venue_s
 # ---------------------------------------------------------------------------------------------------
 # What stays liquidatable at the end
 
-def unliquidated(prep, book_states, oracle: np.ndarray, market: np.ndarray) -> pd.DataFrame:
-    """Positions liquidatable at the end (by their protocol's rule at the `oracle` prices) that no call
-    liquidated, with debt and collateral USD at the end `market` prices; underwater = debt > collateral."""
+def unliquidated(prep, book_states, oracle, market: np.ndarray) -> pd.DataFrame:
+    """Positions liquidatable at the end (by their protocol's rule at the `oracle` prices: one vector, or
+    one per book) that no call liquidated, with debt and collateral USD at the end `market` prices;
+    underwater = debt > collateral."""
     parts = []
-    for b, st in zip(prep.books, book_states):
+    per_book = isinstance(oracle, (list, tuple))
+    for bi, (b, st) in enumerate(zip(prep.books, book_states)):
         if not len(st.coll):
             continue
-        rows = np.flatnonzero(b.rule.liquidatable(st, oracle))
+        rows = np.flatnonzero(b.rule.liquidatable(st, oracle[bi] if per_book else oracle))
         if not len(rows):
             continue
         debt = (st.debt[rows] * market).sum(axis=1)
@@ -370,7 +375,7 @@ def unliquidated(prep, book_states, oracle: np.ndarray, market: np.ndarray) -> p
     return pd.concat(parts, ignore_index=True) if parts else empty_unliquidated()
 
 
-def finish(result, prep, book_states, oracle: np.ndarray, market: np.ndarray, policy: LiquidatorPolicy | None):
+def finish(result, prep, book_states, oracle, market: np.ndarray, policy: LiquidatorPolicy | None):
     """`result` with the liquidatable-not-liquidated positions and the policy in its assumptions."""
     table = unliquidated(prep, book_states, oracle, market)
     return replace(result, not_liquidated=table,

@@ -16,6 +16,7 @@ from defirisk.model import Snapshot
 from defirisk.rules import Events
 from defirisk.solver import economics
 from defirisk.solver.books import Book, build_books
+from defirisk.solver.oracles import OracleTrack
 from defirisk.solver.result import LIQUIDATION_COLUMNS, SALE_COLUMNS, CascadeResult, Totals
 
 # sequential: rounds of one block; equilibrium: the path-consistent limit of sequential mode as rounds
@@ -36,6 +37,15 @@ class Prepared:
     curves: dict[int, AssetCurve]
     books: list[Book]
     lag_rounds: np.ndarray
+
+    @property
+    def oracles(self) -> list:
+        """Per book, how its protocol prices each asset from market prices (solver/oracles.py)."""
+        return [b.oracle for b in self.books]
+
+    def book_oracle0(self, bi: int) -> np.ndarray:
+        """Book bi's oracle answers at the snapshot's market prices."""
+        return self.books[bi].oracle.formula(self.p0)
 
 
 def prepare(snapshot: Snapshot) -> Prepared:
@@ -190,7 +200,8 @@ def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None) 
     # market price history at change points: time t (end of round t; t = 0 right after the shock)
     hist_t, hist_p = [0], [market.copy()]
 
-    def oracle_at(r: int) -> np.ndarray:
+    def lagged_at(r: int) -> np.ndarray:
+        """The market prices the oracles of round r read: each asset's as it was lag_rounds ago."""
         out = prep.p0.copy()
         for j in range(k):
             t = r - 1 - prep.lag_rounds[j]
@@ -199,18 +210,21 @@ def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None) 
                 out[j] = hist_p[i][j]
         return out
 
+    # per book: its oracle's answers (formulas of the lagged market, deviation and heartbeat)
+    tracks = [OracleTrack(b.oracle, prep.p0) for b in prep.books]
     book_states = [b.state0 for b in prep.books]
     liq_parts, rounds, r, executed = [], 0, 1, 0
     while True:
         executed += 1
         if executed > max_rounds:
             raise ConvergenceError(f"sequential: still liquidating after max_rounds={max_rounds} rounds")
-        orc = oracle_at(r)
+        lagged = lagged_at(r)
+        orcs = [tr.update(lagged, r * BLOCK_TIME_S) for tr in tracks]
         shared: dict = {}
         sold = np.zeros(k)
         any_liq = False
         for bi, b in enumerate(prep.books):
-            step = liquidation_step(prep, bi, book_states[bi], orc, market, shared, states, policy)
+            step = liquidation_step(prep, bi, book_states[bi], orcs[bi], market, shared, states, policy)
             if len(step.events):
                 any_liq = True
                 book_states[bi] = step.state
@@ -224,16 +238,36 @@ def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None) 
                 hist_p.append(market.copy())
             r += 1
             continue
-        # Nothing this round: jump to the next round in which a lagged oracle catches up, if any.
-        nxt = [t + 1 + prep.lag_rounds[j] for t in hist_t for j in range(k) if t + 1 + prep.lag_rounds[j] > r]
-        changes = [rr for rr in sorted(set(nxt)) if not np.array_equal(oracle_at(rr), orc)]
-        if not changes:
+        # Nothing this round: jump to the next round in which an oracle answer changes -- a lagged
+        # price catching up, or a heartbeat refreshing an answer its deviation threshold held -- if any.
+        nxt = {t + 1 + int(prep.lag_rounds[j]) for t in hist_t for j in range(k) if t + 1 + prep.lag_rounds[j] > r}
+        final = lagged_at(max(nxt)) if nxt else lagged
+        for tr in tracks:
+            due = tr.next_heartbeat(final)
+            if math.isfinite(due):
+                nxt.add(max(r + 1, math.ceil(due / BLOCK_TIME_S - 1e-9)))
+        nxt_r = None
+        for rr in sorted(nxt):
+            lg = lagged_at(rr)
+            if any(tr.peek(lg, rr * BLOCK_TIME_S)[0].tolist() != o.tolist() for tr, o in zip(tracks, orcs)):
+                nxt_r = rr
+                break
+        if nxt_r is None:
             break
-        r = changes[0]
-    res = _finish(prep, "sequential", s, shocked, market, rounds, executed, liq_parts, sale_rows,
-                  {"block_time_s": BLOCK_TIME_S, "lag_rounds": {a: int(prep.lag_rounds[i]) for i, a in enumerate(prep.symbols) if prep.lag_rounds[i]}})
+        r = nxt_r
+    assumptions = {"block_time_s": BLOCK_TIME_S,
+                   "lag_rounds": {a: int(prep.lag_rounds[i]) for i, a in enumerate(prep.symbols) if prep.lag_rounds[i]}}
+    oracles = oracle_assumptions(prep)
+    if oracles:
+        assumptions["oracles"] = oracles
+    res = _finish(prep, "sequential", s, shocked, market, rounds, executed, liq_parts, sale_rows, assumptions)
     # positions still liquidatable at the last round's oracle (every lag caught up) that nobody liquidated
-    return economics.finish(res, prep, book_states, orc, market, policy)
+    return economics.finish(res, prep, book_states, orcs, market, policy)
+
+
+def oracle_assumptions(prep: Prepared) -> dict[str, dict[str, str]]:
+    """{"protocol/market": {asset: how its oracle is made}} for the markets that say (markets.json)."""
+    return {f"{b.protocol}/{b.market}": b.oracle.describe() for b in prep.books if b.oracle.specs}
 
 
 def settle_at(prep: Prepared, prices: np.ndarray) -> tuple[np.ndarray, list[tuple[Book, Events]]]:
@@ -250,7 +284,10 @@ def settle_at(prep: Prepared, prices: np.ndarray) -> tuple[np.ndarray, list[tupl
 
 
 def _settle_book(b: Book, prices: np.ndarray) -> Events:
-    ev = b.rule.settle(b.state0, prices, MAX_CALLS_PER_PRICE)
+    if b.oracle.identity:
+        ev = b.rule.settle(b.state0, prices, MAX_CALLS_PER_PRICE)
+    else:  # the protocol sees its oracle formulas of the market prices (no deviation: fixed prices)
+        ev = b.rule.settle(b.state0, b.oracle.formula(prices), MAX_CALLS_PER_PRICE, market=prices)
     if ev is None:
         raise ConvergenceError(f"equilibrium: {b.protocol}/{b.market} still liquidatable after {MAX_CALLS_PER_PRICE} calls at one price")
     return ev

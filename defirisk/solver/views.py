@@ -24,9 +24,9 @@ def health_factors(snapshot: Snapshot, *, prepared: Prepared | None = None) -> p
     over debt, e.g. Morpho C*P*LLTV/D, Maker ink*P/(debt*mat), Liquity ICR/MCR); 1 = threshold."""
     prep = prepared or prepare(snapshot)
     rows = []
-    for b in prep.books:
+    for bi, b in enumerate(prep.books):
         st = b.state0
-        hf = b.rule.health(st, prep.p0)
+        hf = b.rule.health(st, prep.book_oracle0(bi))
         rows.append({"protocol": b.protocol, "market": b.market, "account": b.accounts, "health_factor": hf,
                      "collateral_usd": (st.coll * prep.p0).sum(axis=1), "debt_usd": (st.debt * prep.p0).sum(axis=1)})
     return _frame(prep, rows).reindex(columns=list(_COLS))
@@ -36,17 +36,22 @@ def liquidatable_now(snapshot: Snapshot, *, prepared: Prepared | None = None) ->
     """Accounts their protocol would liquidate at the snapshot's oracle prices (incl. Liquity recovery mode)."""
     prep = prepared or prepare(snapshot)
     hf = health_factors(snapshot, prepared=prep)
-    masks = [b.rule.liquidatable(b.state0, prep.p0) for b in prep.books if len(b.accounts)]
+    masks = [b.rule.liquidatable(b.state0, prep.book_oracle0(bi)) for bi, b in enumerate(prep.books) if len(b.accounts)]
     mask = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
     return hf[mask].reset_index(drop=True)
 
 
 def liquidation_levels(snapshot: Snapshot, asset: str, *, prepared: Prepared | None = None) -> pd.DataFrame:
-    """Static price of `asset` at which each position holding it becomes liquidatable, others held.
+    """Static MARKET price of `asset` at which each position touched by it becomes liquidatable, other
+    market prices held.
 
-    The rules' two sides are linear in each price: coll(p) = c0 + c1 p, debt(p) = d0 + d1 p, so the
-    level is (d0 - c0) / (c1 - d1); `direction` says whether the account is liquidatable below it
-    (asset is net collateral) or above it (net debt). Mode switches (Liquity recovery) are ignored."""
+    The rules' two sides are linear in each oracle price and every oracle formula is linear in the
+    market price (solver/oracles.py), so coll(p) = c0 + c1 p, debt(p) = d0 + d1 p and the level is
+    (d0 - c0) / (c1 - d1); `direction` says whether the account is liquidatable below it (asset is net
+    collateral) or above it (net debt). A position is touched when it holds or owes `asset` or an asset
+    whose oracle is a ratio of it (a wstETH position priced as rate x ETH moves with WETH, not with
+    wstETH's own market). Deviation thresholds are ignored (the answer trails by at most the
+    threshold); mode switches (Liquity recovery) too."""
     prep = prepared or prepare(snapshot)
     if asset not in prep.symbols:
         raise InputError(f"unknown asset {asset!r} (assets: {', '.join(prep.symbols)})")
@@ -54,13 +59,14 @@ def liquidation_levels(snapshot: Snapshot, asset: str, *, prepared: Prepared | N
     rows = []
     for b in prep.books:
         st = b.state0
-        touches = (st.coll[:, j] > 0) | (st.debt[:, j] > 0)
+        moves = b.oracle.moves_with(j)
+        touches = ((st.coll[:, moves] > 0) | (st.debt[:, moves] > 0)).any(axis=1)
         if not touches.any():
             continue
         p_zero, p_one = prep.p0.copy(), prep.p0.copy()
         p_zero[j], p_one[j] = 0.0, 1.0
-        c0, d0 = b.rule.weights(st, p_zero)
-        c1, d1 = b.rule.weights(st, p_one)
+        c0, d0 = b.rule.weights(st, b.oracle.formula(p_zero))
+        c1, d1 = b.rule.weights(st, b.oracle.formula(p_one))
         c1, d1 = c1 - c0, d1 - d0
         with np.errstate(divide="ignore", invalid="ignore"):
             level = (d0 - c0) / (c1 - d1)
