@@ -193,11 +193,77 @@ def liquidation_step(prep: Prepared, bi: int, state, oracle: np.ndarray, market:
     return economics.gate(prep, bi, state, step, oracle, market, shared, venue_states, policy)
 
 
-def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None) -> CascadeResult:
+def recovery_halflives(prep: Prepared, recovery: Mapping[str, float] | None) -> np.ndarray:
+    """Per asset, the recovery half-life in seconds (inf = none), checked: only assets with venues
+    have a price impact to recover."""
+    out = np.full(len(prep.symbols), np.inf)
+    if not recovery:
+        return out
+    if not isinstance(recovery, Mapping):
+        raise InputError("recovery: give {ASSET: half-life seconds}")
+    for a, h in recovery.items():
+        if a not in prep.symbols:
+            raise InputError(f"recovery for unknown asset {a!r} (assets: {', '.join(prep.symbols)})")
+        j = prep.symbols.index(a)
+        if j not in prep.curves:
+            raise InputError(f"recovery for {a}: {a} has no venue, so no price impact to recover")
+        try:
+            h = float(h)
+        except (TypeError, ValueError):
+            raise InputError(f"recovery {a}={h!r}: half-life must be a number of seconds") from None
+        if not (math.isfinite(h) and h > 0):
+            raise InputError(f"recovery {a}={h!r}: half-life must be a positive number of seconds")
+        out[j] = h
+    return out
+
+
+class _Recovery:
+    """Price impact decaying toward the shocked price between sequential rounds (arbitrage refilling the
+    pools): after dt seconds an asset's market is p_hat + (m - p_hat) * 0.5 ** (dt / half-life). A venue
+    is put in the state a smaller sale from its post-shock state would have left at that price (the
+    buy-back as one trade; a constant-product pool's in-pool fees of the bought-back part are dropped)."""
+
+    def __init__(self, prep: Prepared, halflives: np.ndarray, states0: dict, shocked: np.ndarray):
+        self.prep, self.h, self.states0, self.p_hat = prep, halflives, dict(states0), shocked.copy()
+        self.assets = [j for j in sorted(prep.curves) if math.isfinite(halflives[j])]
+
+    def __bool__(self) -> bool:
+        return bool(self.assets)
+
+    def price_after(self, m: np.ndarray, rounds: float) -> np.ndarray:
+        out = m.copy()
+        for j in self.assets:
+            out[j] = self.p_hat[j] + (m[j] - self.p_hat[j]) * 0.5 ** (rounds * BLOCK_TIME_S / self.h[j])
+        return out
+
+    def apply(self, states: dict, market: np.ndarray, rounds: int, rnd: int, rows: list) -> None:
+        if rounds <= 0:
+            return
+        target = self.price_after(market, rounds)
+        for j in self.assets:
+            if target[j] == market[j]:
+                continue
+            c, st0 = self.prep.curves[j], self.states0[j]
+            before_q = float(c.amount_to_price(st0, market[j]))
+            q = float(c.amount_to_price(st0, target[j]))
+            states[j], _ = c.sell(st0, q)
+            new = float(c.price(states[j]))
+            rows.append({"round": rnd, "kind": "recovery", "asset": self.prep.symbols[j], "venue": -1,
+                         "amount": q - before_q, "price_before": float(market[j]), "price_after": new})
+            market[j] = new
+
+    def impact_left(self, market: np.ndarray, rtol: float = 1e-6) -> bool:
+        return any(abs(market[j] - self.p_hat[j]) > rtol * self.p_hat[j] for j in self.assets)
+
+
+def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None,
+                   recovery: Mapping[str, float] | None = None) -> CascadeResult:
     states, market, sale_rows = apply_shock(prep, s)
     shocked = market.copy()
     k = len(prep.symbols)
-    # market price history at change points: time t (end of round t; t = 0 right after the shock)
+    rec = _Recovery(prep, recovery_halflives(prep, recovery), states, shocked)
+    # market price history at change points: time t (end of round t; t = 0 right after the shock); with
+    # recovery the market between entries is the entry recovered over the time since
     hist_t, hist_p = [0], [market.copy()]
 
     def lagged_at(r: int) -> np.ndarray:
@@ -207,17 +273,20 @@ def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None) 
             t = r - 1 - prep.lag_rounds[j]
             if t >= 0:
                 i = int(np.searchsorted(hist_t, t, side="right")) - 1
-                out[j] = hist_p[i][j]
+                out[j] = hist_p[i][j] if not rec else rec.price_after(hist_p[i], t - hist_t[i])[j]
         return out
 
     # per book: its oracle's answers (formulas of the lagged market, deviation and heartbeat)
     tracks = [OracleTrack(b.oracle, prep.p0) for b in prep.books]
     book_states = [b.state0 for b in prep.books]
-    liq_parts, rounds, r, executed = [], 0, 1, 0
+    liq_parts, rounds, r, executed, r_state = [], 0, 1, 0, 0
     while True:
         executed += 1
         if executed > max_rounds:
             raise ConvergenceError(f"sequential: still liquidating after max_rounds={max_rounds} rounds")
+        if rec:  # the pools refill over the blocks since the venues were last touched (round r = block r)
+            rec.apply(states, market, r - r_state, r, sale_rows)
+            r_state = r
         lagged = lagged_at(r)
         orcs = [tr.update(lagged, r * BLOCK_TIME_S) for tr in tracks]
         shared: dict = {}
@@ -238,6 +307,12 @@ def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None) 
                 hist_p.append(market.copy())
             r += 1
             continue
+        if rec and rec.impact_left(market) and any(
+                len(st.coll) and b.rule.liquidatable(st, o).any() for b, st, o in zip(prep.books, book_states, orcs)):
+            # positions the liquidators left (their sale did not pay) may pay once the pools refill:
+            # evaluate the next block
+            r += 1
+            continue
         # Nothing this round: jump to the next round in which an oracle answer changes -- a lagged
         # price catching up, or a heartbeat refreshing an answer its deviation threshold held -- if any.
         nxt = {t + 1 + int(prep.lag_rounds[j]) for t in hist_t for j in range(k) if t + 1 + prep.lag_rounds[j] > r}
@@ -256,7 +331,8 @@ def run_sequential(prep: Prepared, s: np.ndarray, max_rounds: int, policy=None) 
             break
         r = nxt_r
     assumptions = {"block_time_s": BLOCK_TIME_S,
-                   "lag_rounds": {a: int(prep.lag_rounds[i]) for i, a in enumerate(prep.symbols) if prep.lag_rounds[i]}}
+                   "lag_rounds": {a: int(prep.lag_rounds[i]) for i, a in enumerate(prep.symbols) if prep.lag_rounds[i]},
+                   "recovery_halflife_s": {prep.symbols[j]: float(rec.h[j]) for j in rec.assets}}
     oracles = oracle_assumptions(prep)
     if oracles:
         assumptions["oracles"] = oracles
@@ -397,7 +473,7 @@ def fixed_price_totals(prep: Prepared, s: np.ndarray, max_rounds: int, tol: floa
 
 def solve(snapshot: Snapshot, shocks: Mapping[str, float], mode: str = "sequential", *, betas: Mapping[str, float] | None = None,
           max_rounds: int = 10_000, tol: float = 1e-12, prepared: Prepared | None = None,
-          liquidators="all", band: float | None = None) -> CascadeResult:
+          liquidators="all", band: float | None = None, recovery: Mapping[str, float] | None = None) -> CascadeResult:
     """Cascade after `shocks` ({asset: fraction}); see docs/model.md. Raises InputError on bad input and
     ConvergenceError when `max_rounds` is exhausted (never returns an unconverged result).
 
@@ -408,7 +484,11 @@ def solve(snapshot: Snapshot, shocks: Mapping[str, float], mode: str = "sequenti
     per call): its result records liquidators 'all'.
 
     band (equilibrium mode): each liquidation happens at most this fraction below the price at which
-    its position became liquidatable (default descent.DEFAULT_BAND; 0 = the exact descent, slower)."""
+    its position became liquidatable (default descent.DEFAULT_BAND; 0 = the exact descent, slower).
+
+    recovery ({asset: half-life seconds}, sequential mode): between rounds each asset's price impact
+    decays toward its shocked price as arbitrage refills the pools. The other modes have no time: they
+    record it as not applied."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not (isinstance(max_rounds, int) and max_rounds > 0):
@@ -418,8 +498,14 @@ def solve(snapshot: Snapshot, shocks: Mapping[str, float], mode: str = "sequenti
     policy = economics.resolve_policy(liquidators)
     prep = prepared or prepare(snapshot)
     s = resolve_shocks(prep, shocks, betas)
+    halflives = recovery_halflives(prep, recovery)
     if mode == "sequential":
-        return run_sequential(prep, s, max_rounds, policy)
+        return run_sequential(prep, s, max_rounds, policy, recovery)
+    if np.isfinite(halflives).any():
+        res = solve(snapshot, shocks, mode, betas=betas, max_rounds=max_rounds, tol=tol, prepared=prep,
+                    liquidators=liquidators, band=band)
+        return replace(res, assumptions={**res.assumptions, "recovery_halflife_s": "not applied: "
+                                         f"{mode} mode has no time between liquidations (sequential mode only)"})
     if mode == "equilibrium":
         from defirisk.solver.descent import run_descent
 
