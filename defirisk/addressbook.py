@@ -8,6 +8,11 @@ fork. Validation happens here, at the edge; the readers receive a typed, frozen 
 `aave_v3` may be one object (the devnet) or a list of markets (mainnet: main, lido, spark); each has
 `pool` and/or `pool_addresses_provider`, an optional `market` name, `start_block` (first block to
 scan for Borrow events) and `version` (overrides the POOL_REVISION guess, e.g. "3.0" for Spark).
+
+`oracles` (optional) names price sources by address: what a feed or adapter reports (`asset`, `quote`,
+`kind` market | rate | fixed), a `type` label, and Chainlink's deviation threshold and heartbeat, which
+are not on chain and need a published `ref`. The readers use it to map a Morpho feed or a CAPO base
+feed to an asset, and for sources they cannot classify by probing (docs/readers.md "Oracle sources").
 """
 from __future__ import annotations
 
@@ -48,6 +53,28 @@ class MorphoEntry:
     market_ids: tuple[str, ...] = ()
 
 
+ORACLE_KINDS = ("market", "rate", "fixed")
+
+
+@dataclass(frozen=True)
+class OracleEntry:
+    """A price source the book names (`oracles.<address>`).
+
+    kind market: the source reports `asset`'s market price in `quote` (None = USD), e.g. a Chainlink
+    aggregator; rate: an exchange rate of `asset` in `quote` that does not follow markets (a wrapper's
+    conversion rate exposed as a feed); fixed: a constant price. deviation (fraction) and heartbeat_s are
+    Chainlink's update triggers as published for the feed (`ref` says where)."""
+
+    address: str
+    asset: str | None
+    quote: str | None = None
+    kind: str = "market"
+    type: str | None = None
+    deviation: float | None = None
+    heartbeat_s: float | None = None
+    ref: str | None = None
+
+
 @dataclass(frozen=True)
 class AddressBook:
     name: str
@@ -69,6 +96,10 @@ class AddressBook:
     venue_quotes: tuple[str, ...] = ()
     v3_fee_tiers: tuple[int, ...] = DEFAULT_V3_FEE_TIERS
     min_venue_quote_usd: float = DEFAULT_MIN_VENUE_QUOTE_USD
+    oracles: Mapping[str, OracleEntry] = field(default_factory=dict)  # lower-case address -> entry
+
+    def oracle(self, address: str) -> OracleEntry | None:
+        return self.oracles.get(address.lower())
 
     def symbols_by_address(self) -> dict[str, str]:
         return {t.address.lower(): t.symbol for t in self.tokens.values()}
@@ -191,7 +222,9 @@ def parse_book(data: Mapping[str, Any], source: str = "<book>") -> AddressBook:
     min_usd = disc.get("min_quote_usd", DEFAULT_MIN_VENUE_QUOTE_USD)
     if isinstance(min_usd, bool) or not isinstance(min_usd, (int, float)) or not min_usd >= 0:
         raise InputError(f"{source}: venue_discovery.min_quote_usd: expected a non-negative number, got {min_usd!r}")
+    oracles = _parse_oracles(data.get("oracles"), tokens, source)
     return AddressBook(
+        oracles=oracles,
         v2_factory=v2_factory, v3_factory=v3_factory, venue_quotes=quotes, v3_fee_tiers=tuple(tiers_raw),
         min_venue_quote_usd=float(min_usd),
         name=str(data.get("name") or Path(source).stem), chain_id=chain_id,
@@ -199,6 +232,46 @@ def parse_book(data: Mapping[str, Any], source: str = "<book>") -> AddressBook:
                          f"{source}: field multicall3"),
         tokens=tokens, feeds=feeds, aave_v3=tuple(entries), morpho_blue=morpho, v2_pairs=v2, v3_pools=v3,
         start_block=base_start, source=source, raw=dict(data))
+
+
+def _parse_oracles(raw: Any, tokens: Mapping[str, TokenInfo], source: str) -> dict[str, OracleEntry]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{source}: oracles: expected an object (address -> entry)")
+    out: dict[str, OracleEntry] = {}
+    for key, e in raw.items():
+        where = f"{source}: oracles.{key}"
+        addr = _addr(key, where)
+        if not isinstance(e, Mapping):
+            raise InputError(f"{where}: expected an object (asset, quote, kind, type, deviation, heartbeat_s, ref)")
+        kind = e.get("kind", "market")
+        if kind not in ORACLE_KINDS:
+            raise InputError(f"{where}.kind: must be one of {', '.join(ORACLE_KINDS)}, got {kind!r}")
+        syms = {}
+        for f in ("asset", "quote"):
+            v = e.get(f)
+            if v is not None and v not in tokens:
+                raise InputError(f"{where}.{f}: token {v!r} is not in tokens")
+            syms[f] = v
+        if kind != "fixed" and syms["asset"] is None:
+            raise InputError(f"{where}.asset: a {kind} source needs the asset it prices")
+        dev, beat = e.get("deviation"), e.get("heartbeat_s")
+        if dev is not None and (isinstance(dev, bool) or not isinstance(dev, (int, float)) or not 0 <= dev < 1):
+            raise InputError(f"{where}.deviation: expected a fraction in [0, 1) (0.005 = 0.5%), got {dev!r}")
+        if beat is not None and (isinstance(beat, bool) or not isinstance(beat, (int, float)) or not beat > 0):
+            raise InputError(f"{where}.heartbeat_s: expected seconds > 0, got {beat!r}")
+        ref = e.get("ref")
+        if (dev is not None or beat is not None) and not (isinstance(ref, str) and ref.strip()):
+            raise InputError(f"{where}.ref: deviation and heartbeat_s are not on chain; give the published "
+                             f"source of the figures (e.g. the feed's data.chain.link page)")
+        typ = e.get("type")
+        if typ is not None and not isinstance(typ, str):
+            raise InputError(f"{where}.type: expected a label string")
+        out[addr.lower()] = OracleEntry(addr, syms["asset"], syms["quote"], kind, typ,
+                                        None if dev is None else float(dev), None if beat is None else float(beat),
+                                        ref if isinstance(ref, str) else None)
+    return out
 
 
 def builtin_books() -> dict[str, Path]:

@@ -8,6 +8,11 @@ Prices in assets.csv: a token listed on an Aave market takes its AaveOracle pric
 liquidations use); otherwise the address book's Chainlink feed; otherwise (a Morpho-only collateral)
 its Morpho oracle price times the loan token's USD price. The Morpho market's own oracle price is
 kept in markets.json (`params.oracle_price`) so the exact on-chain trigger is not lost.
+
+Oracle sources: after every market is read, each protocol's price source per (market, asset) is
+classified at the same block (protocols' `read_oracle_sources`, defirisk/markets/oracle_sources.py) and
+written into markets.json as `assets.SYM.oracle`; sources that could not be classified are listed in
+manifest.json `assumptions.oracles`.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from defirisk.chain.logs import DiscoveryCache, LogScanner
 from defirisk.chain.multicall import Multicaller
 from defirisk.chain.rpc import BlockRef, RpcClient, connect
 from defirisk.errors import ChainError, InputError
-from defirisk.markets import dex, oracles
+from defirisk.markets import dex, oracle_sources, oracles
 from defirisk.model import SNAPSHOT_FORMAT, Asset, MarketParams, Positions, Snapshot
 from defirisk.protocols import aave_v3, morpho_blue
 from defirisk.redact import redact_url
@@ -165,7 +170,10 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
     known = book.symbols_by_address()
     prices: dict[str, float] = {}
     oracle_of: dict[str, str] = {}
-    markets: list[MarketParams] = []
+    # (protocol, market, params, assets): MarketParams are made once the oracle sources are read.
+    raw_markets: list[tuple[str, str, dict, dict]] = []
+    aave_read: list[aave_v3.AaveMarket] = []
+    morpho_read: list[tuple[str, morpho_blue.MorphoMarket]] = []
     cols: dict[str, list] = {k: [] for k in ("protocol", "market", "account", "asset", "side", "amount", "emode")}
     accounts: dict[str, int] = {}
     discovered: dict[str, int] = {}
@@ -200,7 +208,8 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
             # Re-key the market's symbols to the snapshot's unique ones.
             market = _rename_reserves(market, sym_of)
             params, assets = aave_v3.market_params(market)
-            markets.append(MarketParams("aave-v3", entry.market, params, assets))
+            raw_markets.append(("aave-v3", entry.market, params, assets))
+            aave_read.append(market)
             used_assets.update(assets)
             collateral.update(a for a, ap in assets.items() if ap.get("liquidation_threshold", 0) > 0)
             seconds[f"aave-v3:{entry.market}:market"] = time.perf_counter() - t
@@ -259,7 +268,8 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
             taken.add(name)
             names[mk.id] = name
             params = morpho_blue.market_params(mk)
-            markets.append(MarketParams("morpho-blue", name, params, {csym: {}, lsym: {}}))
+            raw_markets.append(("morpho-blue", name, params, {csym: {}, lsym: {}}))
+            morpho_read.append((name, mk))
             used_assets.update((csym, lsym))
             collateral.add(csym)
         by_id = {mk.id: mk for mk in mkts}
@@ -273,15 +283,67 @@ def _read_all(client: RpcClient, mc: Multicaller, ref: BlockRef, book: AddressBo
                     p.borrowed / 10 ** mk.loan_decimals)
         accounts["morpho-blue"] = len({p.account for p in positions})
         discovered["morpho-blue"] = len(pairs)
+    t = time.perf_counter()
+    specs = _read_oracle_sources(mc, book, aave_read, morpho_read)
+    seconds["oracle_sources"] = time.perf_counter() - t
     run_venues, venue_summary = _read_venues(mc, book, symbols, prices, oracle_of, used_assets, collateral,
                                              progress)
     missing = sorted(s for s in used_assets if s not in prices)
     if missing:
         raise ChainError(f"no USD price for {', '.join(missing)}: add a Chainlink feed for it to the address "
                          f"book's feeds")
+    in_assets_csv = set(used_assets) | {v["quote"] for vs in run_venues.values() for v in vs}
+    markets, assumptions = _attach_oracles(raw_markets, specs, in_assets_csv, progress)
     return {"symbols": symbols, "prices": prices, "oracle_of": oracle_of, "markets": markets, "cols": cols,
             "accounts": accounts, "discovered": discovered, "venues": run_venues, "used": used_assets,
-            "skipped": skipped, "venue_discovery": venue_summary}
+            "skipped": skipped, "venue_discovery": venue_summary, "oracle_assumptions": assumptions}
+
+
+def _read_oracle_sources(mc: Multicaller, book: AddressBook, aave_read: Sequence[aave_v3.AaveMarket],
+                         morpho_read: Sequence[tuple[str, morpho_blue.MorphoMarket]]
+                         ) -> dict[tuple[str, str], dict[str, oracle_sources.OracleSpec]]:
+    """{(protocol, market name): {symbol: spec}} for every market read, at the pinned block.
+
+    Aave first: its plain sources become the known feeds of their assets (a CAPO adapter's base feed,
+    a Morpho oracle's feeds are then recognised as that asset's market price)."""
+    feeds = oracle_sources.FeedBook(book)
+    out: dict[tuple[str, str], dict[str, oracle_sources.OracleSpec]] = {}
+    if aave_read:
+        for name, by_sym in aave_v3.read_oracle_sources(mc, aave_read, feeds).items():
+            out[("aave-v3", name)] = by_sym
+    if morpho_read:
+        got = morpho_blue.read_oracle_sources(mc, [mk for _, mk in morpho_read], feeds)
+        for name, mk in morpho_read:
+            coll, loan = got[mk.id]
+            if mk.collateral_symbol != mk.loan_symbol:  # one token on both sides: nothing to tell apart
+                out[("morpho-blue", name)] = {mk.collateral_symbol: coll, mk.loan_symbol: loan}
+    return out
+
+
+def _attach_oracles(raw_markets: Sequence[tuple[str, str, dict, dict]],
+                    specs: Mapping[tuple[str, str], Mapping[str, oracle_sources.OracleSpec]],
+                    in_assets_csv: set[str], progress: Progress) -> tuple[list[MarketParams], list[dict[str, str]]]:
+    """MarketParams with each asset's `oracle` object, and the manifest's oracle assumptions.
+
+    A ratio on an asset that is not in assets.csv cannot be evaluated: it becomes unclassified."""
+    markets: list[MarketParams] = []
+    assumptions: list[dict[str, str]] = []
+    for protocol, name, params, assets in raw_markets:
+        by_sym = specs.get((protocol, name), {})
+        assets = {sym: dict(fields) for sym, fields in assets.items()}
+        for sym in sorted(by_sym):
+            spec = by_sym[sym]
+            if spec.of is not None and spec.of not in in_assets_csv:
+                spec = oracle_sources.unclassified(spec.source, f"{spec.type} priced in {spec.of}, which is not an "
+                                                                f"asset of this snapshot")
+            assets.setdefault(sym, {})["oracle"] = spec.as_dict()
+            if spec.reason:
+                entry = oracle_sources.assumption(protocol, name, sym, spec)
+                assumptions.append(entry)
+                what = "modelled as its market price" if spec.unclassified else spec.type
+                progress(f"note: {protocol} {name} {sym} oracle {entry['source']} {what}: {spec.reason}", 1, 1)
+        markets.append(MarketParams(protocol, name, params, assets))
+    return markets, assumptions
 
 
 def _skip(skipped: list[dict[str, str]], progress: Progress, entry: dict[str, str]) -> None:
@@ -454,6 +516,9 @@ def _build_snapshot(run: Mapping[str, Any], ref: BlockRef, book: AddressBook, cl
         # Markets that could not be read (oracle/IRM reverts, no USD price): absent from positions.
         "skipped_markets": [dict(x) for x in run["skipped"]],
         "venue_discovery": dict(run["venue_discovery"]),
+        # Oracle sources written as the asset's market price because the readers could not classify
+        # them (or classified with an approximation): {protocol, market, asset, source, reason}.
+        "assumptions": {"oracles": [dict(x) for x in run["oracle_assumptions"]]},
     }
     return Snapshot(manifest=manifest, assets=assets, positions=Positions(frame), markets=tuple(run["markets"]),
                     venues=venues)

@@ -10,11 +10,15 @@ Path (all reads at the pinned block, batched through Multicall3):
 3. balances: for each reserve whose collateral bit is set, aToken.scaledBalanceOf; for each reserve
    whose borrowing bit is set, variableDebtToken.scaledBalanceOf (+ stable debt balanceOf on v3.0
    reserves that have stable debt). Balance = rayMul(scaled, index) exactly as the tokens compute it.
+4. oracle sources (`read_oracle_sources`): what AaveOracle.getSourceOfAsset returns for each reserve,
+   probed at the pinned block: a Chainlink-style aggregator (market price), BGD's CAPO adapters
+   (ratio x base feed, with the ratio cap; the stable variant), a fixed-price adapter; anything else is
+   written as market and listed as an assumption (docs/readers.md "Oracle sources").
 Encoding (build calls) and decoding are pure; only `Multicaller.run` does I/O.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from defirisk.chain.abi import checksum, interface
@@ -22,6 +26,8 @@ from defirisk.chain.logs import DiscoveryCache, LogScanner, discover, topic_addr
 from defirisk.chain.multicall import Call, Multicaller
 from defirisk.chain.rpc import BlockRef, RpcClient
 from defirisk.errors import ChainError
+from defirisk.markets import oracle_sources as osrc
+from defirisk.markets.oracle_sources import FeedBook, OracleSpec
 
 PROTOCOL = "aave-v3"
 POOL = interface("AaveV3Pool")
@@ -30,6 +36,11 @@ ORACLE = interface("AaveOracle")
 SCALED = interface("AaveScaledBalanceToken")
 STABLE = interface("AaveStableDebtToken")
 ERC20 = interface("ERC20")
+# BGD's price adapters (bgd-labs/aave-capo): CAPO for exchange-rate assets, its stable variant, fixed price.
+CAPO = interface("AaveCapoAdapter")
+CAPO_STABLE = interface("AaveCapoStableAdapter")
+FIXED_ADAPTER = interface("AaveFixedPriceAdapter")
+FEED = osrc.FEED
 
 RAY = 10 ** 27
 HALF_RAY = RAY // 2
@@ -403,3 +414,159 @@ def market_params(market: AaveMarket) -> tuple[dict[str, Any], dict[str, dict[st
             "reserve_factor": c.reserve_factor_bps / 1e4, "debt_ceiling": c.debt_ceiling,
             "reserve_id": r.id, "address": r.asset}
     return params, assets
+
+
+# -- oracle sources --------------------------------------------------------------------------------
+
+_SOURCE_GETTERS = (
+    (FEED, "decimals"), (FEED, "latestRoundData"), (FEED, "latestAnswer"),
+    (CAPO, "BASE_TO_USD_AGGREGATOR"), (CAPO, "RATIO_PROVIDER"), (CAPO, "RATIO_DECIMALS"), (CAPO, "getRatio"),
+    (CAPO, "getSnapshotRatio"), (CAPO, "getSnapshotTimestamp"), (CAPO, "getMaxRatioGrowthPerSecond"),
+    (CAPO, "isCapped"),
+    (CAPO_STABLE, "ASSET_TO_USD_AGGREGATOR"), (CAPO_STABLE, "getPriceCap"),
+    (FIXED_ADAPTER, "price"), (FIXED_ADAPTER, "DECIMALS"),
+)
+_CAPO_KEYS = ("BASE_TO_USD_AGGREGATOR", "RATIO_PROVIDER", "RATIO_DECIMALS", "getRatio", "getSnapshotRatio",
+              "getSnapshotTimestamp", "getMaxRatioGrowthPerSecond")
+_BASE_GETTERS = ((FEED, "decimals"), (FEED, "latestRoundData"), (FEED, "latestAnswer"))
+
+
+def source_shape(p: Mapping[str, Any]) -> str | None:
+    """Which adapter a probed source is, from the getters it answers (None: none we know).
+
+    Order matters: CAPO adapters and the fixed-price adapter also answer Chainlink-style getters."""
+    if all(p.get(k) is not None for k in _CAPO_KEYS):
+        return "capo-ratio"
+    # The first stable adapters (Aave proposal 51) had no getPriceCap(); isCapped() is in both versions.
+    if p.get("ASSET_TO_USD_AGGREGATOR") is not None and (p.get("getPriceCap") is not None
+                                                         or p.get("isCapped") is not None):
+        return "capo-stable"
+    if p.get("price") is not None and p.get("DECIMALS") is not None and p.get("BASE_TO_USD_AGGREGATOR") is None:
+        return "fixed"
+    if osrc.is_chainlink_aggregator(p):
+        return osrc.CHAINLINK
+    return None
+
+
+def capo_max_ratio(snapshot_ratio: int, snapshot_timestamp: int, growth_per_second: int, timestamp: int) -> int:
+    """The ratio cap a CAPO adapter applies at `timestamp`: the snapshot ratio grown linearly."""
+    return snapshot_ratio + growth_per_second * (timestamp - snapshot_timestamp)
+
+
+def capo_answer(base_answer: int, ratio: int, max_ratio: int, ratio_decimals: int) -> int:
+    """A CAPO adapter's latestAnswer: base price x min(ratio, cap) / 10^RATIO_DECIMALS (0 if either <= 0)."""
+    if base_answer <= 0 or ratio <= 0:
+        return 0
+    return base_answer * min(ratio, max_ratio) // 10 ** ratio_decimals
+
+
+def read_oracle_sources(mc: Multicaller, markets: Sequence[AaveMarket], feeds: FeedBook) -> dict[str, dict[str, OracleSpec]]:
+    """{market name: {reserve symbol: OracleSpec}}: each reserve's AaveOracle source as a formula of
+    market prices, read at the pinned block (two multicall batches for all markets).
+
+    Every classification is checked against the chain: the source's latestAnswer (what AaveOracle
+    returns) must equal the reserve's AaveOracle price, and a CAPO adapter's answer must be reproduced
+    from its base feed, ratio and cap. A failed check, an unknown shape, or a CAPO base feed that is no
+    known asset's feed gives an unclassified (market) spec with the reason. Plain aggregators (and the
+    feed behind a stable adapter) are registered in `feeds` as their reserve's market feed, so a CAPO
+    adapter on WETH's feed is read as a ratio of WETH.
+    """
+    ts = int(mc.block.timestamp)
+    probes = osrc.probe(mc, [r.oracle_source for m in markets for r in m.reserves], _SOURCE_GETTERS,
+                        label=f"{PROTOCOL} oracle source")
+    shapes = {a: source_shape(p) for a, p in probes.items()}
+    for m in markets:
+        for r in m.reserves:
+            shape, p = shapes.get(r.oracle_source), probes.get(r.oracle_source, {})
+            origin = f"{PROTOCOL} ({m.name}) source of {r.symbol}"
+            if shape == osrc.CHAINLINK:
+                feeds.add_source(r.oracle_source, r.symbol, origin)
+            elif shape == "capo-stable":
+                feeds.add_source(r.oracle_source, r.symbol, origin)
+                feeds.add_source(p["ASSET_TO_USD_AGGREGATOR"], r.symbol, origin)
+    under = [p["BASE_TO_USD_AGGREGATOR"] if shapes[a] == "capo-ratio" else p["ASSET_TO_USD_AGGREGATOR"]
+             for a, p in probes.items() if shapes[a] in ("capo-ratio", "capo-stable")]
+    base = osrc.probe(mc, under, _BASE_GETTERS, label=f"{PROTOCOL} base feed")
+    out: dict[str, dict[str, OracleSpec]] = {}
+    for m in markets:
+        out[m.name] = {r.symbol: _classify_source(r, m, shapes.get(r.oracle_source), probes.get(r.oracle_source, {}),
+                                                  base, feeds, ts)
+                       for r in m.reserves}
+    return out
+
+
+def _age(feed_probe: Mapping[str, Any] | None, ts: int) -> int | None:
+    rd = (feed_probe or {}).get("latestRoundData")
+    return None if rd is None else max(0, ts - int(rd[3]))
+
+
+def _follow(symbol: str, feed: str, typ: str, source: str, feeds: FeedBook, age: int | None) -> OracleSpec:
+    """A source that passes `feed`'s answer on: the reserve's market price, unless the address book
+    names `feed` as another asset's USD feed (then that asset's market price, rate 1)."""
+    named = feeds.book_entry(feed)
+    other = named.asset if named is not None and named.kind == "market" and named.quote is None else None
+    if other is not None and other != symbol:
+        return OracleSpec("ratio", typ, source, of=other, rate=1.0, age_s=age, **feeds.meta(feed))
+    return OracleSpec("market", typ, source, age_s=age, **feeds.meta(feed))
+
+
+def _classify_source(r: Reserve, m: AaveMarket, shape: str | None, p: Mapping[str, Any],
+                     base: Mapping[str, Mapping[str, Any]], feeds: FeedBook, ts: int) -> OracleSpec:
+    src = r.oracle_source
+    if src == ZERO_ADDRESS:
+        return osrc.unclassified(None, "AaveOracle has no source for the asset (getSourceOfAsset is the zero "
+                                       "address): it answers from its fallback oracle")
+    if shape is not None and p.get("latestAnswer") != r.price:
+        return osrc.unclassified(src, f"{shape}-shaped source whose latestAnswer ({p.get('latestAnswer')}) is not "
+                                      f"the AaveOracle price ({r.price})")
+    if shape == "capo-ratio":
+        b = base.get(p["BASE_TO_USD_AGGREGATOR"], {})
+        rd, ratio = int(p["RATIO_DECIMALS"]), int(p["getRatio"])
+        cap = capo_max_ratio(int(p["getSnapshotRatio"]), int(p["getSnapshotTimestamp"]),
+                             int(p["getMaxRatioGrowthPerSecond"]), ts)
+        agg = p["BASE_TO_USD_AGGREGATOR"]
+        if b.get("latestAnswer") is None:
+            return osrc.unclassified(src, f"CAPO adapter whose base aggregator {agg} does not answer latestAnswer()")
+        expect = capo_answer(int(b["latestAnswer"]), ratio, cap, rd)
+        if expect != r.price:
+            return osrc.unclassified(src, f"CAPO-shaped adapter: base answer x min(getRatio, cap) / 10^RATIO_DECIMALS "
+                                          f"= {expect}, but AaveOracle answers {r.price}")
+        if p.get("isCapped") is not None and bool(p["isCapped"]) != (ratio > cap):
+            return osrc.unclassified(src, f"CAPO-shaped adapter: isCapped() = {p['isCapped']} disagrees with "
+                                          f"getRatio {ratio} vs the cap {cap} at the block")
+        of = feeds.usd_asset(agg)
+        if of is None:
+            return osrc.unclassified(src, f"CAPO adapter (ratio {ratio / 10 ** rd:.6g}) on base aggregator {agg}, "
+                                          f"which is no asset's USD feed in this snapshot nor named in the address book")
+        if of == r.symbol:
+            return osrc.unclassified(src, f"CAPO adapter whose base aggregator {agg} is the asset's own feed")
+        return OracleSpec("ratio", "capo-ratio", src, of=of, rate=ratio / 10 ** rd, cap=cap / 10 ** rd,
+                          age_s=_age(b, ts), **feeds.meta(agg))
+    if shape == "capo-stable":
+        agg = p["ASSET_TO_USD_AGGREGATOR"]
+        b = base.get(agg, {})
+        spec = _follow(r.symbol, agg, "capo-stable", src, feeds, _age(b, ts))
+        answer, cap = b.get("latestAnswer"), p.get("getPriceCap")
+        capped = (answer > cap) if (answer is not None and cap is not None) else bool(p.get("isCapped"))
+        if capped:
+            spec = replace(spec, reason=f"stable adapter capped at the block: it answers its price cap "
+                                        f"{cap if cap is not None else r.price} while its feed {agg} answers {answer}; "
+                                        f"the protocol follows the feed again only below the cap (modelled as the "
+                                        f"asset's market price, the snapshot price being the cap)")
+        return spec
+    if shape == "fixed":
+        return OracleSpec("fixed", "fixed", src, price=r.price / m.base_currency_unit)
+    if shape == osrc.CHAINLINK:
+        return _follow(r.symbol, src, osrc.CHAINLINK, src, feeds, _age(p, ts))
+    named = feeds.book_entry(src)
+    if named is not None and named.quote is None and named.kind in ("market", "fixed"):
+        typ = named.type or "address-book"
+        if named.kind == "fixed":
+            return OracleSpec("fixed", typ, src, price=r.price / m.base_currency_unit)
+        if named.asset == r.symbol:
+            return OracleSpec("market", typ, src, **feeds.meta(src))
+        return OracleSpec("ratio", typ, src, of=named.asset, rate=1.0, **feeds.meta(src))
+    return osrc.unclassified(src, "not a Chainlink-style aggregator (decimals/latestRoundData/latestAnswer), a CAPO "
+                                  "adapter (BASE_TO_USD_AGGREGATOR/RATIO_PROVIDER/getRatio...), a CAPO stable adapter "
+                                  "(ASSET_TO_USD_AGGREGATOR/getPriceCap) or a fixed-price adapter (price/DECIMALS), "
+                                  "and the address book does not name it")

@@ -12,6 +12,10 @@
 - Oracle: `price()` = collateral price in loan units scaled by 1e36 * 10^(loanDec - collDec).
 - A market whose oracle, IRM or token cannot be read is skipped with its reason (`read_markets`),
   never the whole read: Morpho markets are permissionless and some on mainnet are broken.
+- Oracle sources (`read_oracle_sources`): a MorphoChainlinkOracleV2 (its vaults and four feeds) or the
+  devnet's MorphoFeedOracle, probed at the pinned block, written per asset as a formula of market
+  prices (docs/readers.md "Oracle sources"): e.g. a wstETH/WETH oracle with only a wstETH vault is
+  `ratio` of WETH for the collateral and `market` for the loan.
 """
 from __future__ import annotations
 
@@ -25,12 +29,18 @@ from defirisk.chain.logs import DiscoveryCache, LogScanner, discover, topic_addr
 from defirisk.chain.multicall import Call, Multicaller, RawCall
 from defirisk.chain.rpc import BlockRef, RpcClient
 from defirisk.errors import ChainError
+from defirisk.markets import oracle_sources as osrc
+from defirisk.markets.oracle_sources import FeedBook, FeedState, KnownFeed, OracleSpec
 
 PROTOCOL = "morpho-blue"
 MORPHO = interface("MorphoBlue")
 IRM = interface("MorphoIrm")
 ORACLE = interface("MorphoOracle")
 ERC20 = interface("ERC20")
+# morpho-org/morpho-blue-oracles: the Chainlink oracle factory's oracles (v1 has the same getters).
+ORACLE_V2 = interface("MorphoChainlinkOracleV2")
+# fixtures/contracts/devnet/MorphoFeedOracle.sol: the devnet's own collateral feed / loan feed oracle.
+FEED_ORACLE = interface("DevnetMorphoFeedOracle")
 
 WAD = 10 ** 18
 ORACLE_PRICE_SCALE = 10 ** 36
@@ -309,3 +319,127 @@ def market_params(m: MorphoMarket) -> dict[str, Any]:
             "oracle_price_raw": str(m.oracle_price), "liquidation_incentive": lif(m.lltv),
             "total_borrow_assets": m.state.total_borrow_assets / 10 ** m.loan_decimals,
             "total_supply_assets": m.state.total_supply_assets / 10 ** m.loan_decimals}
+
+
+# -- oracle sources --------------------------------------------------------------------------------
+
+V2_TYPE = "morpho-chainlink-oracle-v2"
+FEED_ORACLE_TYPE = "devnet-feed-oracle"
+_V2_FEEDS = (("BASE_FEED_1", 1), ("BASE_FEED_2", 1), ("QUOTE_FEED_1", -1), ("QUOTE_FEED_2", -1))
+_V2_KEYS = ("BASE_VAULT", "BASE_VAULT_CONVERSION_SAMPLE", "QUOTE_VAULT", "QUOTE_VAULT_CONVERSION_SAMPLE",
+            "BASE_FEED_1", "BASE_FEED_2", "QUOTE_FEED_1", "QUOTE_FEED_2", "SCALE_FACTOR")
+_ORACLE_GETTERS = tuple((ORACLE_V2, k) for k in _V2_KEYS) + ((FEED_ORACLE, "collateralFeed"), (FEED_ORACLE, "loanFeed"))
+# A composed rate this close to 1 is "the asset's own price" (price() truncates to an integer).
+_UNIT_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class FeedTerm:
+    """One feed an oracle multiplies (exponent +1) or divides by (-1)."""
+
+    role: str  # e.g. BASE_FEED_1
+    address: str
+    exponent: int
+    known: KnownFeed | None
+    state: FeedState | None
+
+
+def oracle_terms(p: Mapping[str, Any]) -> tuple[str, list[tuple[str, str, int]]] | None:
+    """(type, [(role, feed address, exponent)]) of a probed oracle, or None when it is neither a
+    MorphoChainlinkOracleV2 nor the devnet's feed oracle. Vaults need no term: their conversion is a
+    constant at the block and lands in the composed rate."""
+    if all(p.get(k) is not None for k in _V2_KEYS):
+        return V2_TYPE, [(role, p[role], e) for role, e in _V2_FEEDS if p[role] != ZERO_ADDRESS]
+    if p.get("collateralFeed") is not None and p.get("loanFeed") is not None:
+        return FEED_ORACLE_TYPE, [("collateralFeed", p["collateralFeed"], 1), ("loanFeed", p["loanFeed"], -1)]
+    return None
+
+
+def compose(collateral: str, loan: str, price_whole: float, terms: Sequence[FeedTerm], typ: str, source: str,
+            feeds: FeedBook) -> tuple[OracleSpec, OracleSpec]:
+    """(collateral spec, loan spec) for an oracle price = K x product of its feeds' prices^exponent.
+
+    Each market feed of asset X in quote Y contributes p_X / p_Y; rate and fixed feeds and vault
+    conversions are constants, and K (the composed rate) is the oracle price divided by the market
+    feeds' product, so the formula reproduces price() at the block. What is left must be one asset X
+    over one asset Z (either may be absent), which the kinds express exactly:
+    coll/loan = K p_X / p_Z -> collateral = ratio of X at rate K (market when X is the collateral and
+    K = 1; fixed K without X), loan = market of Z (ratio of Z at 1 when Z is not the loan; fixed $1
+    without Z while X is present: the oracle takes the loan at $1). Anything else is unclassified.
+    """
+    def bad(why: str) -> tuple[OracleSpec, OracleSpec]:
+        return osrc.unclassified(source, why), osrc.unclassified(source, why)
+
+    exps: dict[str, int] = {}
+    factor = 1.0
+    for t in terms:
+        if t.known is None:
+            return bad(f"{typ}: {t.role} {t.address} is no asset's feed in this snapshot and the address book "
+                       f"does not name it")
+        if t.state is None:
+            return bad(f"{typ}: {t.role} {t.address} does not answer decimals()/latestRoundData() with a price > 0")
+        if t.known.kind == "market":
+            exps[t.known.asset] = exps.get(t.known.asset, 0) + t.exponent
+            if t.known.quote is not None:
+                exps[t.known.quote] = exps.get(t.known.quote, 0) - t.exponent
+            factor *= t.state.value ** t.exponent
+    left = {a: e for a, e in exps.items() if e}
+    up, down = [a for a, e in left.items() if e == 1], [a for a, e in left.items() if e == -1]
+    if len(up) + len(down) != len(left) or len(up) > 1 or len(down) > 1:
+        text = " x ".join(f"{a}^{e}" for a, e in sorted(left.items()))
+        return bad(f"{typ}: price moves as {text}, not as one asset's price over another's")
+    x, z = (up[0] if up else None), (down[0] if down else None)
+    k = price_whole / factor
+
+    def term_for(asset: str | None, avoid: str | None = None) -> FeedTerm | None:
+        for t in terms:
+            if t.known is not None and t.known.kind == "market" and asset in (t.known.asset, t.known.quote) \
+                    and (avoid is None or avoid not in (t.known.asset, t.known.quote)):
+                return t
+        return None
+
+    def extras(t: FeedTerm | None) -> dict[str, Any]:
+        if t is None:
+            return {}
+        return {"age_s": t.state.age_s, **feeds.meta(t.address)}
+
+    if x is None:
+        coll = (OracleSpec("ratio", typ, source, of=loan, rate=k) if z is None
+                else OracleSpec("fixed", typ, source, price=k))
+    elif x == collateral:
+        if abs(k - 1.0) > _UNIT_TOL:
+            return bad(f"{typ}: the collateral is priced at {k:.9g} x its own market price, which no oracle kind "
+                       f"expresses")
+        coll = OracleSpec("market", typ, source, **extras(term_for(x)))
+    else:
+        coll = OracleSpec("ratio", typ, source, of=x, rate=k, **extras(term_for(x)))
+    if z is None:
+        loan_spec = (OracleSpec("market", typ, source) if x is None
+                     else OracleSpec("fixed", typ, source, price=1.0))
+    else:
+        zt = term_for(z, avoid=x)
+        loan_spec = (OracleSpec("market", typ, source, **extras(zt)) if z == loan
+                     else OracleSpec("ratio", typ, source, of=z, rate=1.0, **extras(zt)))
+    return coll, loan_spec
+
+
+def read_oracle_sources(mc: Multicaller, markets: Sequence[MorphoMarket], feeds: FeedBook) -> dict[str, tuple[OracleSpec, OracleSpec]]:
+    """{market id: (collateral spec, loan spec)}: each market's oracle as a formula of market prices,
+    read at the pinned block (two multicall batches). The markets' symbols must be the snapshot's."""
+    ts = int(mc.block.timestamp)
+    probes = osrc.probe(mc, [m.oracle for m in markets], _ORACLE_GETTERS, label=f"{PROTOCOL} oracle")
+    shapes = {a: oracle_terms(p) for a, p in probes.items()}
+    states = osrc.read_feed_states(mc, [addr for sh in shapes.values() if sh for _r, addr, _e in sh[1]], ts)
+    out: dict[str, tuple[OracleSpec, OracleSpec]] = {}
+    for m in markets:
+        shape = shapes.get(m.oracle)
+        if shape is None:
+            why = ("neither a MorphoChainlinkOracleV2 (BASE_VAULT, BASE_FEED_1..QUOTE_FEED_2, SCALE_FACTOR) nor the "
+                   "devnet's MorphoFeedOracle (collateralFeed, loanFeed)")
+            out[m.id] = (osrc.unclassified(m.oracle, why), osrc.unclassified(m.oracle, why))
+            continue
+        typ, raw_terms = shape
+        terms = [FeedTerm(role, addr, e, feeds.get(addr), states.get(addr)) for role, addr, e in raw_terms]
+        price_whole = market_params(m)["oracle_price"]
+        out[m.id] = compose(m.collateral_symbol, m.loan_symbol, price_whole, terms, typ, m.oracle, feeds)
+    return out
