@@ -19,7 +19,9 @@ from defirisk.errors import InputError
 SNAPSHOT_FORMAT = "defirisk-snapshot/1"
 PROTOCOLS = ("aave-v3", "compound-v3", "maker", "liquity", "morpho-blue")
 SIDES = ("collateral", "debt")
-VENUE_KINDS = ("constant_product", "uniswap_v3", "linear", "exponential", "sqrt")
+VENUE_KINDS = ("constant_product", "uniswap_v3", "linear", "exponential", "sqrt", "depth_curve")
+# Venue kinds that are not on-chain pools or laws standing for them: depth quoted off chain (--depth FILE).
+OFF_CHAIN_VENUE_KINDS = ("depth_curve",)
 POSITION_COLUMNS = ("protocol", "market", "account", "asset", "side", "amount")
 
 

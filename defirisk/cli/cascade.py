@@ -20,6 +20,12 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _depth_line(d: dict) -> str:
+    per = "; ".join(f"{a} {c['points']} points up to ${c['max_usd_sold']:,.0f} ({c['max_impact']:.2%} impact)"
+                    for a, c in d["assets"].items())
+    return f"off-chain depth from {d['file']}, routed with the on-chain pools: {per}"
+
+
 @app.command("cascade")
 def cascade(
     snapshot_dir: Path = typer.Argument(..., help="Snapshot directory (format v1)."),
@@ -46,6 +52,8 @@ def cascade(
                                                 "round, USD (default unlimited; needs --no-flash-loans)."),
     flash_loans: Optional[bool] = typer.Option(None, "--flash-loans/--no-flash-loans", help="Whether liquidators "
                                                "can flash-borrow the debt they repay (default: yes)."),
+    depth: Optional[Path] = typer.Option(None, "--depth", help="Off-chain depth, CSV asset,usd_sold,impact (aggregator "
+                                         "quotes, order books): routed together with the snapshot's pools (docs/model.md)."),
 ) -> None:
     """Liquidation cascade after a price shock, or the cascade curve with its cliffs.
 
@@ -54,7 +62,10 @@ def cascade(
       defirisk cascade fixtures/cases/two_protocol_cliff --shock WETH=0.2 --json
 
       defirisk cascade fixtures/cases/two_protocol_cliff --curve --asset WETH --points 200
+
+      defirisk cascade fixtures/cases/two_protocol_cliff --shock WETH=0.2 --depth quotes.csv
     """
+    from defirisk.markets.depth import apply_depth, read_depth
     from defirisk.snapshot import load_snapshot
     from defirisk.solver import cascade_curve, solve
     from defirisk.solver.economics import make_policy
@@ -62,7 +73,8 @@ def cascade(
     try:
         policy = make_policy(liquidators, gas_usd=gas_usd, min_profit_usd=min_profit_usd, capital_usd=capital_usd,
                              flash_loans=flash_loans)
-        snap = load_snapshot(snapshot_dir)
+        depth_file = read_depth(depth) if depth is not None else None
+        snap = apply_depth(load_snapshot(snapshot_dir), depth_file)
         betas = parse_assignments(beta, "--beta") or None
         if curve:
             if not asset:
@@ -84,10 +96,14 @@ def cascade(
     except ConvergenceError as exc:
         typer.echo(f"error: did not converge: {exc}", err=True)
         raise typer.Exit(1)
+    if depth_file is not None:
+        out["off_chain_depth"] = depth_file.describe()
     if as_json:
         typer.echo(json.dumps(out, indent=None, allow_nan=False))
         return
     if curve:
+        if depth_file is not None:
+            typer.echo(_depth_line(out["off_chain_depth"]))
         typer.echo(f"cascade curve of {asset} ({out['mode']}, {out['method']}, {len(out['curve'])} points)")
         step = max(1, len(out["curve"]) // 20)
         typer.echo(_table(["shock", "end_price", "liquidated_usd", "bad_debt_usd"],
@@ -99,6 +115,8 @@ def cascade(
                               [[f"{c['trigger_shock']:.6f}", c["trigger_price"], c["end_price_before"], c["end_price"],
                                 " > ".join(c["protocols"]), c["liquidated_collateral_usd"], c["bad_debt_usd"]] for c in out["cliffs"]]))
         return
+    if depth_file is not None:
+        typer.echo(_depth_line(out["off_chain_depth"]))
     typer.echo(f"mode {out['mode']}: {out['rounds']} rounds, converged={out['converged']}")
     typer.echo(_table(["asset", "initial", "shocked", "end"],
                       [[a, out["initial_prices"][a], out["shocked_prices"][a], out["end_prices"][a]] for a in out["end_prices"]]))

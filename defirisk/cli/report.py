@@ -37,6 +37,8 @@ def report_cmd(
                                             "20 gwei x the protocol's measured gas x the snapshot's WETH price)."),
     min_profit_usd: Optional[float] = typer.Option(None, "--min-profit-usd", help="Profit a liquidator requires "
                                                    "beyond gas, USD per call (default 0)."),
+    depth: Optional[Path] = typer.Option(None, "--depth", help="Off-chain depth, CSV asset,usd_sold,impact: routed "
+                                         "together with the on-chain pools; the report states which depth each asset used."),
 ) -> None:
     """Write the keeper-risk report: liquidatable now, static liquidation levels, cascade curves with
     cliffs, standard shocks in both modes, history and alerts.
@@ -47,12 +49,14 @@ def report_cmd(
       defirisk report --snapshot fixtures/cases/two_protocol_cliff --out reports/case \\
           --history reports/history.sqlite --alert 'cliff_within=0.15' --alert 'bad_debt_at[0.2]>1e6'
     """
+    from defirisk.markets.depth import apply_depth, read_depth
     from defirisk.report import ReportSettings, RunOptions, parse_formats, parse_rules, resolve_source, run_report
 
     try:
         # Parse everything the user typed before any slow work: a bad rule costs no chain reads.
         rules = parse_rules(alert)
         fmts = parse_formats(formats)
+        depth_file = read_depth(depth) if depth is not None else None
         settings = ReportSettings(curve_points=curve_points, top_accounts=top, workers=workers, liquidators=liquidators,
                                   gas_usd=gas_usd, min_profit_usd=min_profit_usd)
         if no_history and history is not None:
@@ -65,7 +69,7 @@ def report_cmd(
             progress = StageProgress(quiet)
             snap, source, snap_dir = resolve_source(rpc_url=rpc_url, snapshot_dir=snapshot, work_dir=work,
                                                      block=block, book=book, progress=progress)
-            result = run_report(snap, source, RunOptions(
+            result = run_report(apply_depth(snap, depth_file), source, RunOptions(
                 out=out, formats=fmts, history=history, rules=rules, settings=settings, lock_wait_s=lock_wait,
                 include_snapshot=snap_dir, secrets=(rpc_url,) if rpc_url else (), progress=progress))
     except DefiriskError as exc:

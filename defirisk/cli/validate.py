@@ -27,6 +27,9 @@ def validate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     liquidators: str = typer.Option("all", "--liquidators", help="Only 'all': the fork's executor liquidates every "
                                     "position liquidatable on chain whatever it costs, so the prediction does too."),
+    depth: Optional[Path] = typer.Option(None, "--depth", help="Off-chain depth, CSV asset,usd_sold,impact: adds a "
+                                         "second prediction with it routed beside the pools. Shown, not compared: the "
+                                         "fork can sell only into on-chain pools (docs/validation.md)."),
 ) -> None:
     """Fork the chain, predict the cascade (sequential, liquidators 'all'), execute it on the fork with the
     protocols' own code, and compare side by side. Exit 0 = agree within tolerance, 1 = disagree, 2 = bad input or
@@ -38,12 +41,15 @@ def validate_cmd(
 
       defirisk validate --rpc-url $ETH_RPC_URL --block 21000000 --protocols morpho-blue --shock WETH=0.3 --json
     """
+    from defirisk.markets.depth import read_depth
     from defirisk.validate.render import render_text
     from defirisk.validate.run import validate
 
     try:
-        report = validate(parse_assignments(shock, "--shock", "FRACTION", required=True), rpc_url=rpc_url, block=block, scenario=scenario, book=book, mode=mode,
-                          protocols=protocols, liquidators=liquidators)
+        shocks = parse_assignments(shock, "--shock", "FRACTION", required=True)
+        depth_file = read_depth(depth) if depth is not None else None   # a bad file fails before any fork
+        report = validate(shocks, rpc_url=rpc_url, block=block, scenario=scenario, book=book, mode=mode,
+                          protocols=protocols, liquidators=liquidators, depth=depth_file)
     except (InputError, ChainError) as exc:
         typer.echo(f"error: {scrub(str(exc), rpc_url) if rpc_url else exc}", err=True)
         raise typer.Exit(2)

@@ -7,13 +7,17 @@ create a spurious jump at zero shock). Amounts are whole tokens of the asset bei
 
 Venue kinds (parameters in venues.json, equations in docs/model.md):
 - constant_product: Uniswap V2 style x*y=k; the fee stays in the pool (reserves grow by the full
-  input), so two sales differ from one sale of their sum: the state is the reserves (B, Q).
+  input), so two sales differ from one sale of their sum: the state is the reserves (B, Q). A
+  continuous order flow (`flow_sell`, equilibrium mode's liquidation sales) keeps Q*B^g invariant.
 - uniswap_v3: concentrated liquidity, exact across initialized ticks; the fee is taken from the input
   and does not move the price, so the state is the cumulative net input (path independent).
 - linear:      r = 1 - lambda*q/p0                 (lambda: USD per token per token sold)
 - exponential: r = floor + (1-floor)*exp(-q/depth) (Cont-Schaanning; depth in tokens, floor in [0,1))
 - sqrt:        r = 1 - y*sigma*sqrt(q/volume)      (square-root law; volume in tokens)
-Linear and sqrt prices stop at zero.
+- depth_curve: off-chain depth (aggregator quotes, order books): r = 1 - impact(q * reference_price),
+  piecewise linear through the quoted (usd_sold, impact) points from (0, 0); past the last point the
+  last segment's slope continues until the price reaches zero (path independent).
+Linear, sqrt and depth_curve prices stop at zero.
 
 Several venues for one asset form one aggregate curve: a sale is split so that all venues end at the
 same relative price (what arbitrage between them enforces); fees enter through each venue's own
@@ -29,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from defirisk.errors import InputError
-from defirisk.model import Asset, Venue
+from defirisk.model import Asset, Venue, thaw
 
 Q96 = 2.0 ** 96
 MIN_TICK, MAX_TICK = -887272, 887272
@@ -84,6 +88,22 @@ class _VenueCurve:
         """Relative prices below the current one where q_f is not smooth (V3 tick boundaries)."""
         return []
 
+    # Continuous order flow: the limit of selling x in k equal swaps as k -> infinity, how equilibrium
+    # mode sells liquidated collateral (docs/model.md, "Continuous flow"). A venue whose state is a
+    # function of the cumulative (net) amount sold is path independent: its flow IS its sale, hence
+    # these defaults. ConstantProduct (fee kept in the pool) overrides them. flow_sell(flow_sell(s, a), b)
+    # = flow_sell(s, a + b) for every venue.
+    def flow_sell(self, state: tuple, x: np.ndarray) -> tuple:
+        return self.sell(state, x)
+
+    def flow_amount_to_rel(self, state: tuple, r: np.ndarray) -> np.ndarray:
+        """Tokens to flow from `state` so the relative price falls to r (0 if already <= r)."""
+        return self.amount_to_rel(state, r)
+
+    def flow_q_f(self, st: tuple, r: float) -> float:
+        """Scalar twin of flow_amount_to_rel."""
+        return self.q_f(st, r)
+
 
 class ConstantProduct(_VenueCurve):
     def __init__(self, base_reserve: float, quote_reserve: float, fee: float):
@@ -127,6 +147,37 @@ class ConstantProduct(_VenueCurve):
         c = B * B - Q * B / m
         b = B * (1.0 + g)
         x = -2.0 * c / (b + math.sqrt(b * b - 4.0 * g * c))  # discriminant = B^2(1-g)^2 + 4gQB/m > 0
+        return x if x > 0.0 else 0.0
+
+    # Continuous flow: a sale dx adds dx to B and takes g Q dx / (B + g dx) -> g Q dx / B from Q, so
+    # dQ/Q = -g dB/B and Q B^g is invariant: after a flow x, B' = B + x, Q' = Q (B / (B + x))^g; the
+    # mid Q'/B' = m needs B' = B (Q / (B m))^(1/(1+g)). Without a fee (g = 1) flow and swap coincide
+    # (Q B invariant): the swap formulas are used, bit for bit.
+    def flow_sell(self, state, x):
+        if self.gamma == 1.0:
+            return self.sell(state, x)
+        B, Q = state
+        x = np.asarray(x, dtype=float)
+        return (B + x, Q * np.exp(-self.gamma * np.log1p(x / B)))
+
+    def flow_amount_to_rel(self, state, r):
+        if self.gamma == 1.0:
+            return self.amount_to_rel(state, r)
+        B, Q = state
+        m = np.maximum(np.asarray(r, dtype=float), 0.0) * self.m0
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            x = B * np.expm1(np.log(Q / (B * m)) / (1.0 + self.gamma))
+        x = np.where(m <= 0, np.inf, x)
+        return np.maximum(x, 0.0)
+
+    def flow_q_f(self, st, r):
+        if self.gamma == 1.0:
+            return self.q_f(st, r)
+        B, Q = st
+        m = max(r, 0.0) * self.m0
+        if m <= 0:
+            return math.inf
+        x = B * math.expm1(math.log(Q / (B * m)) / (1.0 + self.gamma))
         return x if x > 0.0 else 0.0
 
 
@@ -295,6 +346,128 @@ class SquareRoot(_Parametric):
         return np.where(r > 0, ((1.0 - np.minimum(r, 1.0)) / self.c) ** 2, np.inf)
 
 
+def depth_points_problem(points: Sequence[tuple[float, float]]) -> tuple[int, str, str, bool] | None:
+    """The first reason `points` ((usd_sold, impact) pairs in the order given) do not form a depth
+    curve: (index, field, message, whether the message compares with the previous point), or None.
+
+    A curve starts at the implied (0, 0) (an explicit first (0, 0) is allowed), usd_sold and impact both
+    increase strictly (a flat stretch would be infinitely deep at one price) and impact is in [0, 1)."""
+    pu, pi = 0.0, 0.0
+    positive = False
+    for j, (u, i) in enumerate(points):
+        if not math.isfinite(u) or u < 0:
+            return j, "usd_sold", f"must be a finite number >= 0, got {u!r}", False
+        if not math.isfinite(i) or not 0.0 <= i < 1.0:
+            return j, "impact", f"{i!r} is outside [0, 1) (a fraction of the price: 0.02 = 2%)", False
+        if u == 0.0:
+            if i != 0.0:
+                return j, "impact", (f"must be 0 at usd_sold 0, got {i!r}: the curve starts at the snapshot "
+                                     "price (a spread at zero size is not modelled)"), False
+            if j == 0:
+                continue
+        if u <= pu:
+            return j, "usd_sold", (f"{u:g} is not above the previous point's {pu:g}: usd_sold must "
+                                   "increase strictly"), True
+        if i <= pi:
+            before = "the implied (0, 0)" if pu == 0.0 else f"{pi:g} at usd_sold {pu:g}"
+            return j, "impact", (f"{i:g} at usd_sold {u:g} is not above {before}: a depth curve must be "
+                                 "monotone, impact increasing strictly with usd_sold (a flat stretch "
+                                 "would be infinitely deep)"), True
+        pu, pi, positive = u, i, True
+    if not positive:
+        return 0, "points", "no point with usd_sold > 0", False
+    return None
+
+
+class DepthCurve(_Parametric):
+    """Off-chain depth: quoted points (u_k USD sold at the reference price P, impact i_k), 0 < u_1 < ...
+    < u_n, 0 < i_1 < ... < i_n < 1. In tokens q_k = u_k / P; r(q) = 1 - i(q) with i piecewise linear
+    through (0, 0) and the points. Past the last point the last segment's slope continues to i = 1
+    (r = 0) at q_end = q_n + (1 - i_n) / s_n: one more knot (q_end, 1), so every segment is linear with
+    slope S_k > 0 and the inverse is exact. The quoted points are the breaks of the routed sale."""
+
+    def __init__(self, points: Sequence[tuple[float, float]], reference_price: float):
+        q = [0.0] + [u / reference_price for u, _ in points]
+        i = [0.0] + [float(x) for _, x in points]
+        q.append(q[-1] + (1.0 - i[-1]) * (q[-1] - q[-2]) / (i[-1] - i[-2]))
+        i.append(1.0)
+        s = [(i[k + 1] - i[k]) / (q[k + 1] - q[k]) for k in range(len(q) - 1)]
+        self.reference_price = reference_price
+        self.points = tuple((float(u), float(x)) for u, x in points)
+        self._q, self._i, self._s = q, i, s
+        self._n = len(s)
+        self.Q, self.I, self.S = np.array(q), np.array(i), np.array(s)
+        self._r_knots = [1.0 - x for x in i[1:-1]]   # relative price at each quoted point
+
+    def r_of_q(self, q):
+        q = np.asarray(q, dtype=float)
+        k = np.clip(np.searchsorted(self.Q, q, side="right") - 1, 0, self._n - 1)
+        return np.maximum(1.0 - (self.I[k] + self.S[k] * (q - self.Q[k])), 0.0)
+
+    def q_of_r(self, r):
+        r = np.asarray(r, dtype=float)
+        t = 1.0 - np.minimum(r, 1.0)
+        k = np.clip(np.searchsorted(self.I, t, side="right") - 1, 0, self._n - 1)
+        return np.where(r > 0, self.Q[k] + (t - self.I[k]) / self.S[k], np.inf)
+
+    def rel_f(self, st):
+        q = st[0]
+        k = min(max(bisect.bisect_right(self._q, q) - 1, 0), self._n - 1)
+        r = 1.0 - (self._i[k] + self._s[k] * (q - self._q[k]))
+        return r if r > 0.0 else 0.0
+
+    def q_f(self, st, r):
+        if not r > 0.0:
+            return math.inf
+        t = 1.0 - (r if r < 1.0 else 1.0)
+        k = min(max(bisect.bisect_right(self._i, t) - 1, 0), self._n - 1)
+        x = self._q[k] + (t - self._i[k]) / self._s[k] - st[0]
+        return x if x > 0.0 else 0.0
+
+    def breaks_f(self, st):
+        return self._r_knots
+
+    def rel_integral(self, state: tuple, x) -> np.ndarray:
+        """Exact integral of rel over the next x tokens sold from `state` (proceeds in units of the
+        reference price): on a segment r is linear, so the integral is its trapezoid; nothing past r = 0."""
+        cum = getattr(self, "_cum", None)
+        if cum is None:
+            cum = np.concatenate([[0.0], np.cumsum(np.diff(self.Q) * (1.0 - 0.5 * (self.I[:-1] + self.I[1:])))])
+            self._cum = cum
+
+        def G(q):
+            q = np.minimum(np.asarray(q, dtype=float), self.Q[-1])
+            k = np.clip(np.searchsorted(self.Q, q, side="right") - 1, 0, self._n - 1)
+            d = q - self.Q[k]
+            return cum[k] + d * (1.0 - self.I[k] - 0.5 * self.S[k] * d)
+
+        q0 = np.asarray(state[0], dtype=float)
+        return G(q0 + np.asarray(x, dtype=float)) - G(q0)
+
+
+def _depth_curve(p: Mapping[str, Any], asset: Asset, where: str) -> DepthCurve:
+    raw = p.get("points")
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise InputError(f"{where}: field points missing or empty (a list of [usd_sold, impact] pairs)")
+    pts = []
+    for j, pt in enumerate(raw):
+        if not isinstance(pt, (list, tuple)) or len(pt) != 2:
+            raise InputError(f"{where}: points[{j}] must be a pair [usd_sold, impact], got {thaw(pt)!r}")
+        pair = []
+        for name, v in zip(("usd_sold", "impact"), pt):
+            try:
+                pair.append(float(v))
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: points[{j}] {name} is not a number: {v!r}") from None
+        pts.append((pair[0], pair[1]))
+    problem = depth_points_problem(pts)
+    if problem is not None:
+        j, name, msg, _ = problem
+        raise InputError(f"{where}: points[{j}] {name}: {msg}")
+    ref = _num(p, "reference_price", where, positive=True, default=asset.price_usd)
+    return DepthCurve([pt for pt in pts if pt[0] > 0.0], ref)
+
+
 def build_venue_curve(venue: Venue, asset: Asset, index: int = 0) -> _VenueCurve:
     """Validate one venue's fields and build its curve. InputError names asset, venue and field."""
     where = f"venue {index} of {venue.asset} ({venue.kind})"
@@ -311,6 +484,8 @@ def build_venue_curve(venue: Venue, asset: Asset, index: int = 0) -> _VenueCurve
     if venue.kind == "sqrt":
         return SquareRoot(_num(p, "sigma", where, positive=True), _num(p, "volume", where, positive=True),
                           _num(p, "y", where, positive=True, default=1.0))
+    if venue.kind == "depth_curve":
+        return _depth_curve(p, asset, where)
     raise InputError(f"{where}: unknown venue kind")
 
 
@@ -356,7 +531,31 @@ class AssetCurve:
             return tuple(v.sell(s, q) for v, s, q in zip(self.venues, state, parts)), parts
         return self._route_bisect(state, x)
 
-    def _route_f(self, state: tuple, x: float) -> list[float]:
+    def flow_amount_to_price(self, state: tuple, price) -> np.ndarray:
+        """Tokens to sell as a continuous flow (routed) for the market price to fall to `price` USD."""
+        r = np.asarray(price, dtype=float) / self.p0
+        r = np.where(r < MIN_REL * (1 + 1e-9), 0.0, r)
+        total = 0.0
+        for v, s in zip(self.venues, state):
+            total = total + v.flow_amount_to_rel(s, r)
+        return total
+
+    def flow_sell(self, state: tuple, amount) -> tuple[tuple, list[np.ndarray]]:
+        """Sell `amount` tokens as a continuous order flow (the limit of k routed swaps as k -> infinity;
+        equilibrium mode's liquidation sales): each venue moves along its own flow, and the routing
+        leaves every venue that takes a part at the same relative price, as `sell` does. Path
+        independent: flow_sell(flow_sell(s, a), b) = flow_sell(s, a + b). Returns (new state, parts)."""
+        x = np.asarray(amount, dtype=float)
+        if np.any(~np.isfinite(x)) or np.any(x < 0):
+            raise InputError(f"sale of {self.symbol}: amount must be finite and >= 0")
+        if len(self.venues) == 1:
+            return (self.venues[0].flow_sell(state[0], x),), [x]
+        if x.ndim == 0 and all(np.ndim(a) == 0 for st in state for a in st):
+            parts = [np.float64(q) for q in self._route_f(state, float(x), flow=True)]
+            return tuple(v.flow_sell(s, q) for v, s, q in zip(self.venues, state, parts)), parts
+        return self._route_bisect(state, x, flow=True)
+
+    def _route_f(self, state: tuple, x: float, flow: bool = False) -> list[float]:
         """Per-venue amounts of one routed sale of x tokens: all venues end at the common relative price
         r* with F(r*) = x, F(r) = sum_v q_v(r) (continuous, non-increasing). F is smooth between the
         break points (venues' current prices, V3 tick boundaries), so r* is bracketed by a binary search
@@ -365,9 +564,10 @@ class AssetCurve:
         (F <= x there) and the rounding remainder goes to the largest part, exactly as _route_bisect."""
         sts = [tuple(float(a) for a in s) for s in state]
         vs = self.venues
+        qs = [v.flow_q_f if flow else v.q_f for v in vs]  # flow: continuous order flow (flow_sell)
 
         def F(r: float) -> float:
-            return sum(v.q_f(s, r) for v, s in zip(vs, sts))
+            return sum(q(s, r) for q, s in zip(qs, sts))
 
         rels = [v.rel_f(s) for v, s in zip(vs, sts)]
         top = max(max(rels), MIN_REL)
@@ -413,30 +613,32 @@ class AssetCurve:
                     if side == 1:
                         glo *= 0.5
                     side = 1
-        parts = [min(v.q_f(s, hi), x) for v, s in zip(vs, sts)]
+        parts = [min(q(s, hi), x) for q, s in zip(qs, sts)]
         rest = x - sum(parts)
         j = max(range(len(parts)), key=lambda i: (parts[i], -i))  # first largest, as np.argmax
         parts[j] += rest
         return parts
 
-    def _route_bisect(self, state: tuple, x: np.ndarray) -> tuple[tuple, list[np.ndarray]]:
-        """Vectorised routed sale (arrays of amounts): bisection on the common relative price r."""
+    def _route_bisect(self, state: tuple, x: np.ndarray, flow: bool = False) -> tuple[tuple, list[np.ndarray]]:
+        """Vectorised routed sale (arrays of amounts): bisection on the common relative price r.
+        flow: a continuous order flow (flow_sell) instead of one swap per venue."""
+        amount = [v.flow_amount_to_rel if flow else v.amount_to_rel for v in self.venues]
         hi = self.rel(state) * np.ones_like(x)
         lo = np.full_like(hi, MIN_REL)
         for _ in range(_BISECT_STEPS):
             mid = 0.5 * (lo + hi)
-            need = sum(v.amount_to_rel(s, mid) for v, s in zip(self.venues, state))
+            need = sum(a(s, mid) for a, s in zip(amount, state))
             too_far = need > x
             lo = np.where(too_far, mid, lo)
             hi = np.where(too_far, hi, mid)
             if np.all(hi - lo <= 1e-15 * np.maximum(hi, 1e-300)):
                 break
-        parts = [np.minimum(v.amount_to_rel(s, hi), x) for v, s in zip(self.venues, state)]
+        parts = [np.minimum(a(s, hi), x) for a, s in zip(amount, state)]
         # put the (tiny) rounding remainder on the deepest part so the parts add up to x exactly
         rest = x - sum(parts)
         j = int(np.argmax([np.sum(p) for p in parts]))
         parts[j] = parts[j] + rest
-        new = tuple(v.sell(s, p) for v, s, p in zip(self.venues, state, parts))
+        new = tuple((v.flow_sell if flow else v.sell)(s, p) for v, s, p in zip(self.venues, state, parts))
         return new, parts
 
 

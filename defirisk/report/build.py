@@ -310,7 +310,52 @@ def _asset_section(solver: Any, snapshot: Any, prep: Any, asset: str, price: flo
         "cliffs": cliffs,
         "nearest_cliff": nearest,
         "scenarios": _scenarios(solver, snapshot, prep, [asset], settings, single=asset),
+        "depth": depth_section(snapshot, asset),
     }
+
+
+# The market-price moves the depth statement sizes (a fall of 2% and of 10% from today's price).
+DEPTH_MOVES = (0.02, 0.10)
+
+
+def depth_section(snapshot: Any, asset: str) -> dict[str, Any]:
+    """Which depth an asset's sales are routed over (on-chain venues, off-chain `depth_curve`s from a
+    --depth file) and the USD that moves its market price by each of DEPTH_MOVES: tokens to sell from
+    today's state (AssetCurve.amount_to_price at price x (1 - move), routed over the venues) times
+    today's price (the snapshot's price_usd, the convention of the quotes' usd_sold), on the on-chain
+    venues alone and with the off-chain depth. null where there is no such venue."""
+    from defirisk.markets.impact import build_asset_curve
+    from defirisk.model import OFF_CHAIN_VENUE_KINDS
+
+    venues = tuple(snapshot.venues.get(asset, ()))
+    on = tuple(v for v in venues if v.kind not in OFF_CHAIN_VENUE_KINDS)
+    off = tuple(v for v in venues if v.kind in OFF_CHAIN_VENUE_KINDS)
+    price = float(snapshot.assets[asset].price_usd)
+
+    def usd_to_move(vs: Sequence[Any], move: float) -> float | None:
+        if not vs:
+            return None
+        curve = build_asset_curve(vs, snapshot.assets, asset)
+        return _num(float(curve.amount_to_price(curve.init_state(), price * (1.0 - move))) * price)
+
+    off_rows = []
+    for v in off:
+        pts = [(float(u), float(i)) for u, i in v.params.get("points", ())]
+        pts = [p for p in pts if p[0] > 0]
+        off_rows.append({"source": str(v.params.get("source", "venues.json")),
+                         "reference_price_usd": _num(v.params.get("reference_price", price)),
+                         "points": len(pts), "max_usd_sold": _num(pts[-1][0]) if pts else None,
+                         "max_impact": _num(pts[-1][1]) if pts else None})
+    used = ("on-chain" if not off else "on-chain+off-chain" if on else "off-chain")
+    moves = []
+    for m in DEPTH_MOVES:
+        moves.append({"move": m, "on_chain_usd": usd_to_move(on, m),
+                      "with_off_chain_usd": usd_to_move(venues, m) if off else None,
+                      # the off-chain curve is used past its last quoted point (its last slope extended)
+                      "beyond_quotes": bool(off) and any(r["max_impact"] is not None and m > r["max_impact"]
+                                                         for r in off_rows)})
+    return {"used": used, "on_chain_venues": len(on), "on_chain_kinds": sorted({v.kind for v in on}),
+            "off_chain": off_rows, "price_usd": price, "usd_to_move": moves}
 
 
 def _protocol_table(hf: pd.DataFrame, now: pd.DataFrame, market_wide: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -480,6 +525,8 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
             # Markets the readers could not read (manifest `skipped_markets`): their positions are
             # absent from every figure, which a reader of the totals must see.
             "skipped_markets": [dict(m) for m in (manifest.get("skipped_markets") or [])],
+            # --depth FILE: the off-chain depth file routed with the on-chain pools (file name only)
+            "off_chain_depth": _plain(manifest.get("off_chain_depth")),
         },
         "liquidatable_now": {
             "count": int(len(now)),

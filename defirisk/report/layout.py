@@ -317,6 +317,7 @@ def document(report: Mapping[str, Any]) -> list[Any]:
 
     for asset, a in report["assets"].items():
         out.append(Heading(2, f"{asset} — today {price(a['price_usd'])}", f"asset-{plot_name(asset)}"))
+        out.extend(_depth_blocks(asset, a.get("depth")))
         lv = a["levels"]
         out.append(View("static", f"{asset}: {VIEW_TEXT['static'][0]}", (
             Para(VIEW_TEXT["static"][1], "muted"),
@@ -354,6 +355,46 @@ def document(report: Mapping[str, Any]) -> list[Any]:
     out.append(_accounts_table(report["at_risk_accounts"], with_level=False))
     out.append(Para(f"Report built in {report['timing']['build_s']:.2f} s.", "muted"))
     return out
+
+
+_KIND_NAMES = {"constant_product": "constant-product pool", "uniswap_v3": "Uniswap V3 pool",
+               "linear": "linear law", "exponential": "exponential law", "sqrt": "square-root law"}
+
+
+def _depth_blocks(asset: str, d: Mapping[str, Any] | None) -> list[Any]:
+    """Which depth the asset's sales are routed over, and the USD that moves its price 2% / 10%."""
+    if not d:
+        return []
+    n = d["on_chain_venues"]
+    kinds = ", ".join(_KIND_NAMES.get(k, k) for k in d.get("on_chain_kinds", ()))
+    on = f"on-chain pools ({n} venue{'s' if n != 1 else ''}: {kinds})"
+    offs = [f"off-chain depth from {o['source']} ({o['points']} point{'s' if o['points'] != 1 else ''}, quoted "
+            f"up to {usd(o['max_usd_sold'])} sold at a {pct(o['max_impact'])} impact)" for o in d["off_chain"]]
+    if not n:
+        used = " + ".join(offs) + " only (no on-chain venue)"
+    else:
+        used = on + (" + " + " + ".join(offs) if offs else " only")
+    moves = d["usd_to_move"]
+    cols = ("depth", *(f"USD sold to move the price -{m['move']:.0%}" for m in moves))
+    def cell(v: float | None) -> str:   # null with venues: no finite sale gets there (an exponential floor)
+        return usd(v) if v is not None else "not reachable"
+
+    rows = [("on-chain pools only", *(cell(m["on_chain_usd"]) if n else "– (no on-chain venue)" for m in moves))]
+    if offs:
+        names = ", ".join(o["source"] for o in d["off_chain"])
+        rows.append((f"with off-chain depth ({names})",
+                     *(cell(m["with_off_chain_usd"]) + (" (beyond the quotes)" if m.get("beyond_quotes") else "")
+                       for m in moves)))
+    note = (f"The tokens are routed over the venues as liquidation sales are (every venue ends at the same relative "
+            f"price) and valued at today's price {price(d['price_usd'])} (tokens sold x today's price).")
+    if any(m.get("beyond_quotes") for m in moves):
+        note += (" \"Beyond the quotes\": the move is larger than the largest quoted impact; the off-chain curve "
+                 "continues there with the slope of its last quoted segment (docs/model.md).")
+    if not offs:
+        note += " No off-chain depth given (defirisk report --depth FILE adds quoted depth)."
+    return [Para(f"Depth used for {asset}: {used}."),
+            Table(cols, tuple(rows), ("l",) + ("r",) * len(moves)),
+            Para(note, "muted")]
 
 
 def _basis_text(report: Mapping[str, Any]) -> str:

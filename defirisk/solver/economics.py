@@ -251,6 +251,10 @@ def sale_proceeds(prep, j: int, venue_states: Mapping[int, tuple], market: np.nd
     """USD proceeds of selling `amounts` of asset j, each alone, from the venues' current states (an
     asset without a venue sells at its market price)."""
     x = np.asarray(amounts, dtype=float)
+    rt = getattr(prep, "router", None)
+    if rt is not None and j in rt.volatile:  # along every route, the quote tokens sold on (routing.py)
+        flat = [rt.proceeds_usd(venue_states, market, j, float(a)) for a in x.ravel()]
+        return np.asarray(flat, dtype=float).reshape(x.shape)
     if j in prep.curves:
         return curve_proceeds(prep.curves[j], venue_states[j], x)
     return x * float(market[j])

@@ -43,4 +43,24 @@ def render_text(report: ValidationReport) -> str:
     else:
         out.append("DISAGREE:")
         out.extend(f"  - {p}" for p in cmp.problems())
+    if report.predicted_with_depth is not None:
+        out += ["", _depth_text(report)]
     return "\n".join(out)
+
+
+def _depth_text(report: ValidationReport) -> str:
+    """The prediction with off-chain depth beside the on-chain prediction; never compared with the fork."""
+    d, on, both = report.off_chain_depth or {}, report.predicted, report.predicted_with_depth
+    lines = [f"prediction with off-chain depth from {d.get('file', '?')} (assets: {', '.join(d.get('assets', {}))}); "
+             "NOT executed and NOT compared: the fork can sell only into on-chain pools, so the verdict above is "
+             "for the on-chain prediction"]
+    rows = [[a, f"{on.end_prices[a]:,.6f}", f"{both.end_prices[a]:,.6f}"] for a in sorted(both.end_prices)
+            if on.end_prices.get(a) != on.initial_prices.get(a) or both.end_prices[a] != both.initial_prices.get(a)]
+    lines.append(_table(["asset", "predicted end (on-chain)", "predicted end (with off-chain depth)"],
+                        rows or [["(no price moved)", "", ""]]))
+    t0, t1 = on.totals, both.totals
+    lines.append(_table(["total", "on-chain", "with off-chain depth"],
+                        [["accounts liquidated", str(t0.accounts_liquidated), str(t1.accounts_liquidated)],
+                         ["liquidated collateral USD", f"{t0.liquidated_collateral_usd:,.2f}", f"{t1.liquidated_collateral_usd:,.2f}"],
+                         ["bad debt USD", f"{t0.bad_debt_usd:,.2f}", f"{t1.bad_debt_usd:,.2f}"]]))
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 
 from defirisk.addressbook import AddressBook, load_book
 from defirisk.errors import InputError
+from defirisk.markets.depth import DepthFile, apply_depth
 from defirisk.model import Snapshot
 from defirisk.solver import CascadeResult, solve
 from defirisk.validate.compare import Comparison, Tolerances, compare
@@ -40,6 +41,10 @@ class ValidationReport:
     oracle_mode: str
     funding_mode: str
     seconds: Mapping[str, float]
+    # --depth FILE: the prediction with the off-chain depth routed beside the pools. Not executed and not
+    # compared: the fork can only sell into on-chain pools (docs/validation.md).
+    predicted_with_depth: CascadeResult | None = None
+    off_chain_depth: Mapping[str, Any] | None = None
 
     @property
     def agree(self) -> bool:
@@ -52,7 +57,10 @@ class ValidationReport:
                 "liquidators": LIQUIDATORS,
                 "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
                 "comparison": self.comparison.to_dict(), "predicted": self.predicted.to_dict(),
-                "executed": self.executed.to_dict()}
+                "executed": self.executed.to_dict(),
+                **({"off_chain_depth": {**dict(self.off_chain_depth or {}), "compared": False,
+                                        "predicted": self.predicted_with_depth.to_dict()}}
+                   if self.predicted_with_depth is not None else {})}
 
 
 @contextlib.contextmanager
@@ -74,7 +82,8 @@ def _upstream(rpc_url: str | None, scenario: str | Path | None, book: Any) -> It
 def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: int | None = None,
              scenario: str | Path | None = None, book: Any = None, mode: str = "auto",
              protocols: str | None = None, tolerances: Tolerances | None = None,
-             max_rounds: int = DEFAULT_MAX_ROUNDS, liquidators: str = LIQUIDATORS) -> ValidationReport:
+             max_rounds: int = DEFAULT_MAX_ROUNDS, liquidators: str = LIQUIDATORS,
+             depth: DepthFile | None = None) -> ValidationReport:
     """Run one validation and return the side-by-side report (it never writes to the upstream).
 
     shocks: {asset: fraction}; rpc_url None = the devnet of `scenario` (default scenario if None);
@@ -84,6 +93,9 @@ def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: 
     protocols: "aave-v3,morpho-blue" or a subset (default: every protocol with a reader).
     liquidators: only "all": the executor liquidates every position liquidatable on chain, whatever it
     costs, so the prediction is solved with liquidator economics off (`solve(..., liquidators="all")`).
+    depth: off-chain depth (`defirisk.markets.depth.read_depth`): a second prediction with it routed beside
+    the pools is added to the report; the comparison (and `agree`) stays on-chain only, because the fork
+    can sell only into on-chain pools.
     """
     if liquidators != LIQUIDATORS:
         raise InputError(f"liquidators {liquidators!r}: the forked-chain validator executes every liquidation that is "
@@ -110,6 +122,11 @@ def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: 
             t = time.perf_counter()
             predicted = solve(snap, dict(shocks), mode="sequential", liquidators=LIQUIDATORS)
             seconds["predict"] = time.perf_counter() - t
+            with_depth = None
+            if depth is not None:
+                t = time.perf_counter()
+                with_depth = solve(apply_depth(snap, depth), dict(shocks), mode="sequential", liquidators=LIQUIDATORS)
+                seconds["predict_with_depth"] = time.perf_counter() - t
             real = mode == "real" or (mode == "auto" and the_book.name != "devnet")
             oracle_mode, funding_mode = ("setcode", "storage") if real else ("setter", "mint")
             t = time.perf_counter()
@@ -119,4 +136,5 @@ def validate(shocks: Mapping[str, float], *, rpc_url: str | None = None, block: 
             comparison = compare(predicted, executed, tolerances)
             seconds["total"] = time.perf_counter() - t0
             return ValidationReport(label, int(fork.chain_id), int(fork.block), dict(shocks), snap, predicted,
-                                    executed, comparison, oracle_mode, funding_mode, seconds)
+                                    executed, comparison, oracle_mode, funding_mode, seconds, with_depth,
+                                    depth.describe() if depth is not None else None)
