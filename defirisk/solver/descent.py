@@ -10,16 +10,21 @@ limit directly, as an event-driven descent (docs/model.md, "Equilibrium mode"):
 1. Settle at the current prices: every position liquidatable now gets its protocol's call, call after
    call (at the same prices) until none is; their sold collateral joins the pending sale Q.
 2. If Q is empty the cascade has stopped. Otherwise let V(lambda) be the market after selling lambda Q
-   (every asset along its own routed curve, the same fraction of each asset's pending amount). If no
+   (every asset along its own routed curve, the same fraction of each asset's pending amount) as a
+   continuous order flow (`AssetCurve.flow_sell`, the limit of ever smaller swaps; a constant-product
+   pool keeps its fee, so one swap would differ; see docs/model.md, "Continuous flow"). If no
    position is liquidatable at V(1), sell all of Q. Else bisect lambda down to the first point at which
    one is, until every moved price is bracketed within `band` (relative; `tol` when band = 0), sell up
    to the lower end of the bracket (where a position is liquidatable), and go to 1.
 
 So every liquidation happens at most `band` below the price at which its position became liquidatable
 (default 1%: ten times finer than what one 12-second block moves prices in the default cascades);
-band = 0 is the exact descent, up to `tol`, and costs a step per trigger. With one asset moving (a
-single collateral sold, debt in assets without a venue) the liquidatable set only grows as the price
-falls and the path is a line. With several assets the path bends where a liquidation adds a sale of
+band = 0 is the exact descent, up to `tol`, and costs a step per trigger. The flow is path independent,
+so the result does not depend on where the descent splits its sales: the band only decides where each
+liquidation happens. The shock itself is one swap (`apply_shock`), as in sequential mode. With one
+asset moving (a single collateral sold, debt in assets without a venue) the liquidatable set only
+grows as the price falls and the path is a line; curve.py then computes the band = 0 descent for all
+shocks at once (compiled_descent.py). With several assets the path bends where a liquidation adds a sale of
 another asset; the descent follows it event by event. Tests: sequential mode split k ways
 (`run_split_sequential`) converges to the exact descent as k grows, and band -> 0 does too. Where a position owes an asset
 whose price moved, or holds several collaterals of which the liquidator takes the largest, the
@@ -146,12 +151,18 @@ class _Descent:
 
     # -- 2. sell the pending collateral up to the next trigger ----------------------------------------
     def _after(self, lam: float) -> tuple[dict, np.ndarray]:
+        """Venue states and market prices after selling lam x the pending sale as a continuous order
+        flow (`flow_sell`: path independent, so where the descent splits its sales does not matter)."""
+        rt = self.prep.router
+        if rt is not None:  # cross venues: one routed round of lam x the pending sale (routing.py)
+            new, prices, _ = rt.route(self.states, self.market, lam * self.pending)
+            return new, prices
         states, prices = dict(self.states), self.market.copy()
         for j in self.venue_assets:
             q = self.pending[j]
             if q > 0:
                 c = self.prep.curves[j]
-                states[j], _ = c.sell(self.states[j], lam * q)
+                states[j], _ = c.flow_sell(self.states[j], lam * q)
                 prices[j] = float(c.price(states[j]))
         return states, prices
 
@@ -183,11 +194,12 @@ class _Descent:
         return False
 
     def advance(self, tol: float) -> None:
-        """Sell pending collateral to the next price at which a position becomes liquidatable, or all
-        of it if none does on the way."""
+        """Sell pending collateral (as a continuous flow, `_after`) to the next price at which a position
+        becomes liquidatable, or all of it if none does on the way."""
         self.step += 1
         assets_no_venue = np.flatnonzero(self.pending > 0)
-        assets_no_venue = [j for j in assets_no_venue if j not in self.prep.curves]
+        sold_on_venues = self.prep.router.volatile if self.prep.router is not None else self.prep.curves
+        assets_no_venue = [j for j in assets_no_venue if j not in sold_on_venues]
         for j in assets_no_venue:  # sold outside the modelled venues: no price effect (as sequential)
             self._sale_rows(j, -1, self.pending[j], self.market[j], self.market[j])
             self.pending[j] = 0.0
@@ -216,12 +228,17 @@ class _Descent:
         self._commit(hi, st_hi, p_hi)
 
     def _commit(self, lam: float, states: dict, prices: np.ndarray) -> None:
-        for j in self.venue_assets:
+        rt = self.prep.router
+        if rt is not None and self.record:
+            for j, w, amt in rt.route(self.states, self.market, lam * self.pending)[2]:
+                self._sale_rows(j, -2 if w is not None else 0, amt, float(self.market[j]), float(prices[j]),
+                                via=self.prep.symbols[w] if w is not None else "")
+        for j in (self.venue_assets if rt is None else ()):
             q = self.pending[j]
             if q <= 0:
                 continue
             if self.record:
-                _, parts = self.prep.curves[j].sell(self.states[j], lam * q)
+                _, parts = self.prep.curves[j].flow_sell(self.states[j], lam * q)
                 for v, amt in enumerate(parts):
                     self._sale_rows(j, v, float(amt), float(self.market[j]), float(prices[j]))
         self.pending = np.where(self.pending > 0, self.pending * (1.0 - lam), 0.0)
@@ -229,11 +246,11 @@ class _Descent:
             self.pending[:] = 0.0
         self.states, self.market = states, prices
 
-    def _sale_rows(self, j, venue, amount, before, after) -> None:
+    def _sale_rows(self, j, venue, amount, before, after, via: str = "") -> None:
         if self.record:
             self.sale_rows.append({"round": self.step, "kind": "liquidation", "asset": self.prep.symbols[j],
                                    "venue": int(venue), "amount": float(amount), "price_before": float(before),
-                                   "price_after": float(after)})
+                                   "price_after": float(after), "via": via})
 
     def run(self, max_rounds: int, tol: float) -> None:
         for _ in range(max_rounds):
@@ -298,8 +315,11 @@ def run_split_sequential(prep: Prepared, s: np.ndarray, k: int, max_rounds: int 
     """Sequential mode with every round split k ways, the process whose limit (k -> infinity) equilibrium
     mode computes: in each sub-round every position liquidatable at the current prices gets one call
     (oracle = market: no lags), and every liquidation's sold collateral is sold in k equal slices over
-    the k sub-rounds that follow, one routed sale per asset and sub-round. k = 1 is sequential mode
-    without oracle lags. The convergence reference of the tests (docs/model.md)."""
+    the k sub-rounds that follow, one routed sale (one swap per venue) per asset and sub-round. k = 1 is
+    sequential mode without oracle lags. As k -> infinity the slices become the continuous order flow
+    equilibrium mode sells with (`AssetCurve.flow_sell`: on a constant-product pool with a fee, k swaps
+    of x/k tend to the flow, not to one swap of x). The convergence reference of the tests
+    (docs/model.md)."""
     if not (isinstance(k, int) and k >= 1):
         raise ValueError("k must be a positive integer")
     states, market, sale_rows = apply_shock(prep, s)

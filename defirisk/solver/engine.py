@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 
 from defirisk.errors import ConvergenceError, InputError
-from defirisk.markets.impact import AssetCurve, build_curves
+from defirisk.markets.impact import AssetCurve
 from defirisk.model import Snapshot
 from defirisk.rules import Events
 from defirisk.solver import economics
 from defirisk.solver.books import Book, build_books
 from defirisk.solver.oracles import OracleTrack
+from defirisk.solver.routing import Router, build_router
 from defirisk.solver.result import LIQUIDATION_COLUMNS, SALE_COLUMNS, CascadeResult, Totals
 
 # sequential: rounds of one block; equilibrium: the path-consistent limit of sequential mode as rounds
@@ -37,6 +38,9 @@ class Prepared:
     curves: dict[int, AssetCurve]
     books: list[Book]
     lag_rounds: np.ndarray
+    # cross venues (a quote that is itself volatile): every sale is routed (routing.py); None = every
+    # venue is USD-quoted and `curves` alone is the market, as before
+    router: Router | None = None
 
     @property
     def oracles(self) -> list:
@@ -54,9 +58,9 @@ def prepare(snapshot: Snapshot) -> Prepared:
     symbols = snapshot.symbols
     idx = {s: i for i, s in enumerate(symbols)}
     p0 = np.array([snapshot.assets[s].price_usd for s in symbols])
-    curves = {idx[s]: c for s, c in build_curves(snapshot).items()}
+    curves, router = build_router(snapshot, symbols, p0)
     lag = np.array([math.ceil(snapshot.assets[s].oracle_lag_s / BLOCK_TIME_S - 1e-9) for s in symbols], dtype=np.int64)
-    return Prepared(snapshot, symbols, p0, curves, build_books(snapshot), lag)
+    return Prepared(snapshot, symbols, p0, curves, build_books(snapshot), lag, router)
 
 
 def resolve_shocks(prep: Prepared, shocks: Mapping[str, float], betas: Mapping[str, float] | None) -> np.ndarray:
@@ -97,6 +101,8 @@ def betas_from_correlation(corr: Mapping[str, Mapping[str, float]], vols: Mappin
 
 def apply_shock(prep: Prepared, s: np.ndarray) -> tuple[dict[int, tuple], np.ndarray, list[dict]]:
     """Exogenous sale along each shocked volatile asset's own curve; non-volatile assets jump."""
+    if prep.router is not None:
+        return _apply_shock_routed(prep, s)
     states = {j: c.init_state() for j, c in prep.curves.items()}
     market = prep.p0.copy()
     rows = []
@@ -116,6 +122,34 @@ def apply_shock(prep: Prepared, s: np.ndarray) -> tuple[dict[int, tuple], np.nda
         else:
             market[j] = target
     return states, market, rows
+
+
+def _apply_shock_routed(prep: Prepared, s: np.ndarray):
+    """With cross venues a shock on A is an exogenous sale of A along A's routes until A's USD market
+    price is p0 (1 - s): its proceeds in a volatile quote are sold on and move that quote's pools, and
+    an asset priced only through a quote moves with it. Shocked assets are sold quotes first (WETH
+    before wstETH); a later sale's proceeds can push an earlier asset below its own target."""
+    rt = prep.router
+    states = rt.init_state()
+    market = prep.p0.copy()
+    rows: list = []
+    for j in np.flatnonzero((s > 0) & ~np.isin(np.arange(len(s)), list(rt.volatile))):
+        market[j] = prep.p0[j] * (1.0 - s[j])      # no venue: the price jumps
+    market = rt.prices(states, market)
+    for j in rt.order:
+        if s[j] <= 0:
+            continue
+        before = market.copy()
+        states, market, _, legs = rt.reach(states, market, j, prep.p0[j] * (1.0 - s[j]))
+        _leg_rows(prep, legs, before, market, 0, "shock", rows)
+    return states, market, rows
+
+
+def _leg_rows(prep: Prepared, legs, before, after, rnd, kind, rows) -> None:
+    sym = prep.symbols
+    for j, w, amt in legs:
+        rows.append({"round": rnd, "kind": kind, "asset": sym[j], "venue": -2 if w is not None else 0, "amount": amt,
+                     "price_before": float(before[j]), "price_after": float(after[j]), "via": sym[w] if w is not None else ""})
 
 
 def _event_rows(book: Book, ev: Events, rnd, symbols) -> pd.DataFrame:
@@ -139,6 +173,8 @@ def _finish(prep, mode, s, shocked, end, rounds, iterations, liq_parts, sale_row
         if len(liq) and not np.isfinite(liq[col].to_numpy()).all():
             raise ConvergenceError(f"{mode}: non-finite {col} in the liquidation record (NaN guard)")
     sales = pd.DataFrame(sale_rows, columns=list(SALE_COLUMNS))
+    via = sales["via"].astype(object)
+    sales["via"] = via.where(via.notna(), "")
     by_protocol = {p: Totals.of(g) for p, g in liq.groupby("protocol", sort=True)} if len(liq) else {}
     sym = prep.symbols
     if not np.isfinite(end).all():
@@ -153,7 +189,22 @@ def _finish(prep, mode, s, shocked, end, rounds, iterations, liq_parts, sale_row
 
 
 def _sell_round(prep, states, market, sold, rnd, kind, rows, base_states=None):
-    """Sell per-asset amounts in alphabetical order (= column order), one routed sale per asset."""
+    """Sell per-asset amounts in alphabetical order (= column order), one routed sale per asset (with
+    cross venues: one routed round over every path, routing.py)."""
+    if prep.router is not None:
+        rt = prep.router
+        base = states if base_states is None else base_states
+        for j in np.flatnonzero(sold > 0):
+            if j not in rt.volatile:
+                rows.append({"round": rnd, "kind": kind, "asset": prep.symbols[j], "venue": -1, "amount": float(sold[j]),
+                             "price_before": float(market[j]), "price_after": float(market[j])})
+        before = market.copy()
+        new, m, legs = rt.route(base, market, np.where(np.isin(np.arange(len(sold)), list(rt.volatile)), sold, 0.0))
+        states.clear()
+        states.update(new)
+        market[:] = m
+        _leg_rows(prep, legs, before, market, rnd, kind, rows)
+        return
     for j in range(len(prep.symbols)):
         if sold[j] <= 0:
             continue
@@ -251,6 +302,8 @@ class _Recovery:
             rows.append({"round": rnd, "kind": "recovery", "asset": self.prep.symbols[j], "venue": -1,
                          "amount": q - before_q, "price_before": float(market[j]), "price_after": new})
             market[j] = new
+        if self.prep.router is not None:  # prices through cross venues follow their quotes
+            market[:] = self.prep.router.prices(states, market)
 
     def impact_left(self, market: np.ndarray, rtol: float = 1e-6) -> bool:
         return any(abs(market[j] - self.p_hat[j]) > rtol * self.p_hat[j] for j in self.assets)
@@ -397,11 +450,7 @@ def fixed_point(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> F
             if len(ev):
                 f = first_seen[bi]
                 f[ev.account[f[ev.account] == 0]] = it
-        p_new = p_hat.copy()
-        for j, c in prep.curves.items():
-            if sold[j] > 0:
-                st, _ = c.sell(states0[j], sold[j])
-                p_new[j] = float(c.price(st))
+        p_new = _prices_after(prep, states0, p_hat, sold)
         if np.isnan(p_new).any():
             raise ConvergenceError("equilibrium: NaN price")
         p_new = np.minimum(p, p_new)  # monotone from above: never step back up
@@ -413,15 +462,28 @@ def fixed_point(prep: Prepared, s: np.ndarray, max_rounds: int, tol: float) -> F
             return FixedPoint(states0, p_hat, p, it, first_seen, sale_rows, (sold, evs) if same else None)
 
 
+def _prices_after(prep: Prepared, states0: dict, p_hat: np.ndarray, sold: np.ndarray) -> np.ndarray:
+    """V(sold): market prices after selling `sold` from the post-shock venue states in one go."""
+    if prep.router is not None:
+        rt = prep.router
+        x = np.where(np.isin(np.arange(len(sold)), list(rt.volatile)), sold, 0.0)
+        return rt.route(states0, p_hat, x)[1] if (x > 0).any() else p_hat.copy()
+    p_new = p_hat.copy()
+    for j, c in prep.curves.items():
+        if sold[j] > 0:
+            st, _ = c.sell(states0[j], sold[j])
+            p_new[j] = float(c.price(st))
+    return p_new
+
+
 def fixed_point_gap(prep: Prepared, fp: FixedPoint, sold: np.ndarray) -> dict[str, float]:
     """Assets whose end price is not a fixed point, p < V(S(p)) beyond the tolerance (the iteration
     stops there when S is not monotone): {asset: relative gap}. Empty when p = V(S(p))."""
     gaps = {}
-    for j, c in prep.curves.items():
-        st, _ = c.sell(fp.states0[j], sold[j]) if sold[j] > 0 else (fp.states0[j], None)
-        v = float(c.price(st))
-        if v - fp.p[j] > 1e-9 * fp.p[j]:
-            gaps[prep.symbols[j]] = float((v - fp.p[j]) / fp.p[j])
+    v = _prices_after(prep, fp.states0, fp.p_hat, sold)
+    for j in (sorted(prep.router.volatile) if prep.router is not None else sorted(prep.curves)):
+        if v[j] - fp.p[j] > 1e-9 * fp.p[j]:
+            gaps[prep.symbols[j]] = float((v[j] - fp.p[j]) / fp.p[j])
     return gaps
 
 

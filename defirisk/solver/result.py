@@ -11,7 +11,7 @@ import pandas as pd
 LIQUIDATION_COLUMNS = ("round", "protocol", "market", "account", "collateral_asset", "collateral_seized",
                        "collateral_seized_usd", "collateral_sold", "debt_asset", "debt_repaid", "debt_repaid_usd",
                        "bad_debt_usd")
-SALE_COLUMNS = ("round", "kind", "asset", "venue", "amount", "price_before", "price_after")
+SALE_COLUMNS = ("round", "kind", "asset", "venue", "amount", "price_before", "price_after", "via")
 # Positions liquidatable at the end that no liquidator liquidated (liquidator economics, docs/model.md)
 UNLIQUIDATED_COLUMNS = ("protocol", "market", "account", "collateral_usd", "debt_usd", "underwater")
 
@@ -156,11 +156,15 @@ class CurveResult:
     iterations: int
     # every asset's end price at each grid point (rows as in `curve`, one column per symbol)
     end_prices: pd.DataFrame | None = None
+    # equilibrium mode: the band the points were computed with (0 = the exact descent; compiled curves)
+    band: float | None = None
 
     def to_dict(self) -> dict:
         out = {"asset": self.asset, "mode": self.mode, "method": self.method, "converged": self.converged,
                "iterations": self.iterations, "curve": frame_records(self.curve),
                "cliffs": [c.to_dict() for c in self.cliffs]}
+        if self.band is not None:
+            out["band"] = self.band
         if self.end_prices is not None:
             out["end_prices"] = {str(c): [_json_number(v) for v in self.end_prices[c].to_numpy()] for c in self.end_prices.columns}
         return out
