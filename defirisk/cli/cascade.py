@@ -54,6 +54,8 @@ def cascade(
                                                "can flash-borrow the debt they repay (default: yes)."),
     depth: Optional[Path] = typer.Option(None, "--depth", help="Off-chain depth, CSV asset,usd_sold,impact (aggregator "
                                          "quotes, order books): routed together with the snapshot's pools (docs/model.md)."),
+    recovery: List[str] = typer.Option([], "--recovery", help="ASSET=SECONDS: half-life of the price impact between "
+                                       "sequential rounds (arbitrage refilling the pools), repeatable; default none."),
 ) -> None:
     """Liquidation cascade after a price shock, or the cascade curve with its cliffs.
 
@@ -77,6 +79,8 @@ def cascade(
         snap = apply_depth(load_snapshot(snapshot_dir), depth_file)
         betas = parse_assignments(beta, "--beta") or None
         if curve:
+            if recovery:
+                raise InputError("--recovery applies to a single cascade (--shock), not yet to --curve")
             if not asset:
                 raise InputError("--curve needs --asset")
             if shock:
@@ -88,7 +92,7 @@ def cascade(
             if not shock:
                 raise InputError("give at least one --shock ASSET=FRACTION (or --curve --asset ASSET)")
             res = solve(snap, parse_assignments(shock, "--shock", "FRACTION"), mode or "sequential", betas=betas,
-                        liquidators=policy, band=band)
+                        liquidators=policy, band=band, recovery=parse_assignments(recovery, "--recovery", "SECONDS") or None)
             out = res.to_dict()
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -118,6 +122,10 @@ def cascade(
     if depth_file is not None:
         typer.echo(_depth_line(out["off_chain_depth"]))
     typer.echo(f"mode {out['mode']}: {out['rounds']} rounds, converged={out['converged']}")
+    for key, label in (("oracles", "protocol oracles"), ("recovery_halflife_s", "recovery half-life (s)")):
+        val = (out.get("assumptions") or {}).get(key)
+        if val:
+            typer.echo(f"{label}: {json.dumps(val, sort_keys=True)}")
     typer.echo(_table(["asset", "initial", "shocked", "end"],
                       [[a, out["initial_prices"][a], out["shocked_prices"][a], out["end_prices"][a]] for a in out["end_prices"]]))
     t = out["totals"]

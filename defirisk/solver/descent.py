@@ -230,9 +230,9 @@ class _Descent:
     def _commit(self, lam: float, states: dict, prices: np.ndarray) -> None:
         rt = self.prep.router
         if rt is not None and self.record:
-            for j, w, amt in rt.route(self.states, self.market, lam * self.pending)[2]:
+            for j, w, amt, *how in rt.route(self.states, self.market, lam * self.pending)[2]:
                 self._sale_rows(j, -2 if w is not None else 0, amt, float(self.market[j]), float(prices[j]),
-                                via=self.prep.symbols[w] if w is not None else "")
+                                via=self.prep.symbols[w] if w is not None else "", kind=how[0] if how else "liquidation")
         for j in (self.venue_assets if rt is None else ()):
             q = self.pending[j]
             if q <= 0:
@@ -246,9 +246,9 @@ class _Descent:
             self.pending[:] = 0.0
         self.states, self.market = states, prices
 
-    def _sale_rows(self, j, venue, amount, before, after, via: str = "") -> None:
+    def _sale_rows(self, j, venue, amount, before, after, via: str = "", kind: str = "liquidation") -> None:
         if self.record:
-            self.sale_rows.append({"round": self.step, "kind": "liquidation", "asset": self.prep.symbols[j],
+            self.sale_rows.append({"round": self.step, "kind": kind, "asset": self.prep.symbols[j],
                                    "venue": int(venue), "amount": float(amount), "price_before": float(before),
                                    "price_after": float(after), "via": via})
 

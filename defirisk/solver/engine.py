@@ -147,8 +147,9 @@ def _apply_shock_routed(prep: Prepared, s: np.ndarray):
 
 def _leg_rows(prep: Prepared, legs, before, after, rnd, kind, rows) -> None:
     sym = prep.symbols
-    for j, w, amt in legs:
-        rows.append({"round": rnd, "kind": kind, "asset": sym[j], "venue": -2 if w is not None else 0, "amount": amt,
+    for j, w, amt, *how in legs:
+        rows.append({"round": rnd, "kind": how[0] if how else kind, "asset": sym[j], "venue": -2 if w is not None else 0,
+                     "amount": amt,
                      "price_before": float(before[j]), "price_after": float(after[j]), "via": sym[w] if w is not None else ""})
 
 

@@ -29,7 +29,8 @@ from typing import Mapping
 import numpy as np
 
 from defirisk.errors import ConvergenceError, InputError
-from defirisk.markets.impact import MIN_REL, AssetCurve, build_venue_curve
+from defirisk.markets.impact import (MIN_REL, AssetCurve, ConstantProduct, Exponential, Linear, UniswapV3,
+                                     build_venue_curve)
 
 ROUTE_TOL = 1e-13     # sweeps over several quotes: relative change of every M between sweeps
 MAX_PASSES = 200
@@ -135,14 +136,17 @@ class Router:
                 levels[j] = self._bid(j, state, levels, net=True)
         return plan, levels, inflow
 
-    def route(self, state: Mapping, market: np.ndarray, amounts: np.ndarray) -> tuple[dict, np.ndarray, list]:
+    def route(self, state: Mapping, market: np.ndarray, amounts: np.ndarray, *,
+              arbitrage: bool = True) -> tuple[dict, np.ndarray, list]:
         """Sell `amounts` (tokens per asset) in one round along every route. Returns (new venue states,
         new market prices, [(asset j, path w or None, tokens sold into the path)]): proceeds in a volatile
         quote are sold on along its routes in the same round.
 
         The quotes' end prices M solve M_w = level_w(M): for one quote this is a decreasing equation in
         M_w (a higher M_w sends more down the path through w, so w ends lower), solved by a safeguarded
-        secant; several quotes are swept quotes-first until none moves by more than ROUTE_TOL."""
+        secant; several quotes are swept quotes-first until none moves by more than ROUTE_TOL.
+        With `arbitrage` the gaps the round left between an asset's paths are then closed (`close_gaps`;
+        its legs carry a fourth field "arbitrage")."""
         x = np.asarray(amounts, dtype=float)
         if not (x > 0).any():
             return dict(state), market.copy(), []
@@ -184,7 +188,95 @@ class Router:
                     k = cross_key(j, w)
                     new[k], _ = self.cross[j, w].sell(new[k], amt)
                 legs.append((j, w, float(amt)))
-        return new, self.prices(new, market), legs
+        prices = self.prices(new, market)
+        if arbitrage:
+            new, prices, arb = self.close_gaps(new, prices)
+            legs += arb
+        return new, prices, legs
+
+    # -- arbitrage between paths ---------------------------------------------------------------------
+    def close_gaps(self, state: Mapping, market: np.ndarray) -> tuple[dict, np.ndarray, list]:
+        """Arbitrage between an asset's USD aggregate and its path through a quote w (w with a USD
+        aggregate): while one path's bid, net of fees, is above the other's ask, buy A on the cheap path
+        and sell it on the dear one -- buying w for the cross pool on w's USD venues, or selling the w
+        it pays there -- until bid = ask (the gap is then inside the fees). Buys move a venue up its
+        curve (`_venue_buy`). One pass per (A, w), quotes first. Returns (states, prices, legs (A, w|None, signed tokens,
+        "arbitrage"): negative = bought)."""
+        new = dict(state)
+        legs: list = []
+        m = market.copy()
+        for j in self.order:
+            if j not in self.usd:
+                continue
+            for w in self.quotes_of.get(j, ()):
+                if w not in self.usd:
+                    continue
+                trade = self._arb_pair(new, j, w)
+                if trade is None:
+                    continue
+                new, pair_legs = trade
+                legs += pair_legs
+                m = self.prices(new, m)
+        return new, m, legs
+
+    def _arb_pair(self, st: dict, j: int, w: int):
+        U, C, W = self.usd[j], self.cross[j, w], self.usd[w]
+        kc = cross_key(j, w)
+        gU, gC, gW = _gamma(U), _gamma(C), _gamma(W)
+        pU, pC, pW = float(U.price(st[j])), float(C.price(st[kc])), float(W.price(st[w]))
+        if gU * pU > pC * pW / (gC * gW) * (1 + 1e-12):
+            # the USD pool is dear: buy A out of the cross pool (paying w, itself bought out of w's USD
+            # venues) and sell it into the USD pool
+            def after(z: float):
+                c_st, paid = _buy(C, st[kc], z)            # w paid into the cross pool
+                w_st, _ = _buy(W, st[w], paid)             # ... bought out of w's venues
+                u_st, _ = U.sell(st[j], z)
+                return u_st, c_st, w_st, paid
+
+            w_cap = _buy_capacity(W, st[w])
+
+            def gap(z: float) -> float:
+                u_st, c_st, w_st, paid = after(z)
+                if not paid <= w_cap:          # w's venues cannot supply the w: past what is feasible
+                    return -1e300
+                return (math.log(gU * float(U.price(u_st)))
+                        - math.log(float(C.price(c_st)) * float(W.price(w_st)) / (gC * gW)))
+
+            z_max = _buy_capacity(C, st[kc])
+            z = z_max if gap(z_max) >= 0 else _root_decreasing(gap, 0.0, z_max)
+            if after(z)[3] > w_cap:
+                return None
+            if z <= 0:
+                return None
+            u_st, c_st, w_st, paid = after(z)
+            st = dict(st)
+            st[j], st[kc], st[w] = u_st, c_st, w_st
+            return st, [(j, w, -z, "arbitrage"), (j, None, z, "arbitrage"), (w, None, -paid, "arbitrage")]
+        if gC * gW * pC * pW > pU / gU * (1 + 1e-12):
+            # the path through w is dear: buy A out of the USD pool, sell it into the cross pool and the
+            # w it pays into w's venues
+            def after2(z: float):
+                u_st, _ = _buy(U, st[j], z)
+                c_st, _ = C.sell(st[kc], z)
+                got = _proceeds(C, st[kc], z)
+                w_st, _ = W.sell(st[w], got)
+                return u_st, c_st, w_st, got
+
+            def gap2(z: float) -> float:
+                u_st, c_st, w_st, _ = after2(z)
+                return (math.log(gC * gW * float(C.price(c_st)) * float(W.price(w_st)))
+                        - math.log(float(U.price(u_st)) / gU))
+
+            z_max = _buy_capacity(U, st[j])
+            z = z_max if gap2(z_max) >= 0 else _root_decreasing(gap2, 0.0, z_max)
+            if z <= 0:
+                return None
+            u_st, c_st, w_st, got = after2(z)
+            st = dict(st)
+            st[j], st[kc], st[w] = u_st, c_st, w_st
+            return st, [(j, None, -z, "arbitrage"), (j, w, z, "arbitrage"), (w, None, got, "arbitrage")]
+        return None
+
 
     def proceeds_usd(self, state: Mapping, market: np.ndarray, j: int, amount: float) -> float:
         """USD a liquidator gets for selling `amount` of j alone from `state` along its routes (the quote
@@ -248,6 +340,114 @@ class Router:
             if abs(g) <= 1e-15:
                 break
         return best[0], best[1], best[2], best[3]
+
+
+# -- buying the base back out of a venue (arbitrage) ------------------------------------------------------
+# A buy moves a venue UP its curve. Constant product: z base out for y quote in, the fee staying in the
+# pool: (Q + g y)(B - z) = Q B. Uniswap V3: the net base input falls by z (the fee is charged on the
+# quote side and does not move the price); above the pool's initial price the current range's liquidity
+# is assumed to continue. Linear and exponential laws extend to negative cumulative amounts. Kinds whose
+# law has no meaning above the initial price (sqrt, depth_curve) are bought back at most to it.
+
+def _venue_buy(v, st: tuple, z: float) -> tuple[tuple, float]:
+    """(state after buying z base out of venue v, quote paid in, in units of the venue's mid x m0);
+    z is clamped to the venue's capacity (`_venue_buy_capacity`)."""
+    z = min(z, _venue_buy_capacity(v, st))
+    if z <= 0:
+        return st, 0.0
+    if isinstance(v, ConstantProduct):
+        B, Q = float(st[0]), float(st[1])
+        y = (Q * B / (B - z) - Q) / v.gamma
+        return (np.float64(B - z), np.float64(Q + y)), y / v.m0
+    if isinstance(v, UniswapV3):
+        n0 = float(st[0])
+        new = (np.float64(n0 - z),)
+        # quote paid = the area under the price curve between the two states (exact on one segment,
+        # the extended first segment above the initial price), plus the fee on it
+        paid = abs(_v3_area(v, n0 - z, n0)) / v.gamma
+        return new, paid
+    q0 = float(st[0])
+    q1 = q0 - z if isinstance(v, (Linear, Exponential)) else max(q0 - z, 0.0)
+    new = (np.float64(q1),)
+    paid = float(_mean_rel(v, q1, q0)) * (q0 - q1)
+    return new, paid
+
+
+def _v3_area(v: UniswapV3, n_lo: float, n_hi: float) -> float:
+    """Integral of the relative price over the net base input from n_lo to n_hi (in whole tokens)."""
+    xs = np.linspace(n_lo, n_hi, 65)
+    ys = np.asarray(v.rel((xs,)), dtype=float)
+    return float(np.trapezoid(ys, xs)) if hasattr(np, "trapezoid") else float(np.trapz(ys, xs))
+
+
+def _mean_rel(v, q_lo: float, q_hi: float) -> float:
+    if q_hi <= q_lo:
+        return float(v.rel((np.float64(q_hi),)))
+    xs = np.linspace(q_lo, q_hi, 65)
+    ys = np.asarray(v.rel((xs,)), dtype=float)
+    area = np.trapezoid(ys, xs) if hasattr(np, "trapezoid") else np.trapz(ys, xs)
+    return float(area / (q_hi - q_lo))
+
+
+def _venue_buy_capacity(v, st: tuple) -> float:
+    if isinstance(v, ConstantProduct):
+        return 0.999 * float(st[0])                       # never the whole reserve
+    if isinstance(v, UniswapV3):
+        L0 = float(v.Ls[0]) if len(v.Ls) else 0.0
+        return max(float(st[0]) + 0.999 * L0 / v.w0, 0.0)  # up to 1000x the initial price on the range
+    if isinstance(v, (Linear, Exponential)):
+        return max(float(st[0]), 0.0) + 1e12
+    return max(float(st[0]), 0.0)
+
+
+def _buy(c: AssetCurve, st: tuple, z: float) -> tuple[tuple, float]:
+    """Buy z base out of aggregate c, split so all its venues end at one relative price (the mirror of
+    a routed sale). Returns (state, quote paid in c's units: quote tokens, or USD for a USD aggregate)."""
+    if z <= 0:
+        return st, 0.0
+    if len(c.venues) == 1:
+        new, paid = _venue_buy(c.venues[0], st[0], z)
+        return (new,), c.p0 * paid
+
+    def bought_to(r: float) -> list[float]:
+        out = []
+        for v, s in zip(c.venues, st):
+            cap = _venue_buy_capacity(v, s)
+            if float(v.rel(s)) >= r:
+                out.append(0.0)
+                continue
+            lo, hi = 0.0, cap
+            for _ in range(100):
+                mid = 0.5 * (lo + hi)
+                if float(v.rel(_venue_buy(v, s, mid)[0])) < r:
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(hi)
+        return out
+
+    r_lo = float(c.rel(st))
+    r_hi = r_lo * 2.0
+    while sum(bought_to(r_hi)) < z and r_hi < 1e9:
+        r_hi *= 2.0
+    for _ in range(80):
+        r = 0.5 * (r_lo + r_hi)
+        if sum(bought_to(r)) < z:
+            r_lo = r
+        else:
+            r_hi = r
+    parts = bought_to(r_hi)
+    scale = z / sum(parts) if sum(parts) > 0 else 0.0
+    new, paid = [], 0.0
+    for v, s, part in zip(c.venues, st, parts):
+        ns, pd_ = _venue_buy(v, s, part * scale)
+        new.append(ns)
+        paid += pd_
+    return tuple(new), c.p0 * paid
+
+
+def _buy_capacity(c: AssetCurve, st: tuple) -> float:
+    return float(sum(_venue_buy_capacity(v, s) for v, s in zip(c.venues, st)))
 
 
 def _gamma(curve: AssetCurve) -> float:

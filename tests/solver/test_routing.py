@@ -40,9 +40,9 @@ def test_RT1_two_hop_route_in_closed_form():
     x[a] = 50.0
     new, m, legs = rt.route(rt.init_state(), prep.p0.copy(), x)
     y = 600 * 50 / 550
-    assert sorted((prep.symbols[j], prep.symbols[q] if q is not None else None) for j, q, _ in legs) == [
+    assert sorted((prep.symbols[j], prep.symbols[q] if q is not None else None) for j, q, _, *how in legs) == [
         ("WETH", None), ("wstETH", "WETH")]
-    assert dict(((j, q), amt) for j, q, amt in legs)[(w, None)] == pytest.approx(y, rel=1e-12)
+    assert dict(((j, q), amt) for j, q, amt, *_ in legs)[(w, None)] == pytest.approx(y, rel=1e-12)
     mid_a, weth = 600 * 500 / 550 ** 2, 3e9 / (1000 + y) ** 2
     assert m[w] == pytest.approx(weth, rel=1e-12)
     assert m[a] == pytest.approx(3600 * (mid_a / 1.2) * (weth / 3000), rel=1e-12)
@@ -60,7 +60,7 @@ def test_RT2_split_ends_every_used_path_at_one_marginal_price():
     x = np.zeros(3)
     x[a] = 60.0
     new, m, legs = rt.route(rt.init_state(), prep.p0.copy(), x)
-    parts = {(j, q): amt for j, q, amt in legs}
+    parts = {(j, q): amt for j, q, amt, *_ in legs}
     assert parts[(a, None)] + parts[(a, w)] == pytest.approx(60.0, rel=1e-12)
     assert parts[(a, None)] > 0 and parts[(a, w)] > 0
     usd_mid = float(rt.usd[a].price(new[a]))
@@ -147,3 +147,64 @@ def test_no_cross_pool_means_no_router():
 def test_bad_routes_are_named(venues, words):
     with pytest.raises(InputError, match=words):
         prepare(book(venues))
+
+
+# --- arbitrage between an asset's paths ------------------------------------------------------------------
+
+def test_ARB1_a_quote_drop_reaches_an_lst_with_its_own_usd_pool():
+    """ARB1: wstETH has a USD pool (50 / 180,000) and a WETH pool (500 / 600), fee-free. A 20% WETH shock
+    leaves the USD pool at $3,600 and the WETH path at 0.8 x 3,600: arbitrageurs buy wstETH from the WETH
+    pool (with WETH bought on WETH/USDC) and sell it into the USD pool until both paths quote the same
+    price. WETH still ends at its target (the shock sale includes the arbitrage)."""
+    snap = book({"WETH": WETH_USDC, "wstETH": [WST_USDC, WST_WETH]})
+    prep = prepare(snap)
+    r = solve(snap, {"WETH": 0.2})
+    assert r.shocked_prices["WETH"] == pytest.approx(2400.0, rel=1e-12)
+    a = r.shocked_prices["wstETH"]
+    assert 0.8 * 3600 < a < 3600
+    # both paths at one price (fees 0): the USD pool's mid = the WETH pool's mid x WETH
+    rt = prep.router
+    arb = r.sales[r.sales.kind == "arbitrage"]
+    assert set(zip(arb.asset, arb.via)) == {("wstETH", "WETH"), ("wstETH", ""), ("WETH", "")}
+    bought = -arb[(arb.asset == "wstETH") & (arb.via == "WETH")].amount.sum()
+    sold = arb[(arb.asset == "wstETH") & (arb.via == "")].amount.sum()
+    assert bought == pytest.approx(sold, rel=1e-12) and sold > 0
+    # the USD pool after selling `sold` into (50, 180,000): mid = 180,000 x 50 / (50 + sold)^2
+    assert a == pytest.approx(180_000 * 50 / (50 + sold) ** 2, rel=1e-9)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(POOL, POOL, POOL, st.floats(0.05, 0.6))
+def test_arbitrage_closes_gaps_to_the_fees_and_makes_no_value_from_nothing(usd_pool, cross_pool, weth_pool, s):
+    (bu, fu), (bc, fc), (bw, fw) = usd_pool, cross_pool, weth_pool
+    v_usd = {"kind": "constant_product", "base_reserve": bu, "quote_reserve": bu * 3600, "fee": fu, "quote": "USDC"}
+    v_x = {"kind": "constant_product", "base_reserve": bc, "quote_reserve": bc * 1.2, "fee": fc, "quote": "WETH"}
+    v_w = {"kind": "constant_product", "base_reserve": bw, "quote_reserve": bw * 3000, "fee": fw, "quote": "USDC"}
+    prep = prepare(book({"WETH": v_w, "wstETH": [v_usd, v_x]}))
+    rt = prep.router
+    a, w = prep.symbols.index("wstETH"), prep.symbols.index("WETH")
+    x = np.zeros(3)
+    x[w] = bw * s                                 # a WETH sale: the WETH path of wstETH falls
+    st0 = rt.init_state()
+    before, m_before, _ = rt.route(st0, prep.p0.copy(), x, arbitrage=False)
+    after, m_after, legs = rt.close_gaps(before, m_before)
+    U, C, W = rt.usd[a], rt.cross[a, w], rt.usd[w]
+    gU, gC, gW = (max(v.gamma for v in c.venues) for c in (U, C, W))
+    pU, pC, pW = (float(c.price(after[k])) for c, k in ((U, a), (C, cross_key(a, w)), (W, w)))
+    # after: neither path's bid is above the other's ask -- unless the venues could not supply more
+    from defirisk.solver.routing import _buy_capacity
+    paid0 = -sum(amt for j, q, amt, *_ in legs if j == w)
+    limited = paid0 >= 0.99 * _buy_capacity(W, before[w]) or (not legs and gU * float(U.price(before[a])) >
+                                                                    float(C.price(before[cross_key(a, w)])) * float(W.price(before[w])) / (gC * gW))
+    if not limited:
+        assert gU * pU <= pC * pW / (gC * gW) * (1 + 1e-9)
+        assert gC * gW * pC * pW <= pU / gU * (1 + 1e-9)
+    if legs:
+        z = sum(amt for j, q, amt, *_ in legs if j == a and q is None)
+        paid = -sum(amt for j, q, amt, *_ in legs if j == w)
+        from defirisk.solver.routing import _buy, _proceeds
+        received = _proceeds(U, before[a], z)          # USD for the wstETH sold into the USD pool
+        cost = _buy(W, before[w], paid)[1]              # USD for the WETH the cross pool was paid
+        gap0 = gU * float(U.price(before[a])) - float(C.price(before[cross_key(a, w)])) * float(W.price(before[w])) / (gC * gW)
+        assert received - cost >= -1e-9 * max(received, 1.0)          # an arbitrage that loses is not taken
+        assert received - cost <= z * max(gap0, 0.0) * (1 + 1e-6) + 1e-9  # it cannot gain more than the gap
