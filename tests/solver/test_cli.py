@@ -72,3 +72,25 @@ def test_subprocess_entry_point():
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["totals"]["accounts_liquidated"] >= 2
+
+
+def test_cascade_recovery_option():
+    plain = json.loads(runner.invoke(app, ["cascade", CASE, "--shock", "WETH=0.2", "--json", "--liquidators", "all"]).stdout)
+    r = runner.invoke(app, ["cascade", CASE, "--shock", "WETH=0.2", "--json", "--recovery", "WETH=12", "--liquidators", "all"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["assumptions"]["recovery_halflife_s"] == {"WETH": 12.0}
+    assert out["end_prices"]["WETH"] > plain["end_prices"]["WETH"]
+    r = runner.invoke(app, ["cascade", CASE, "--shock", "WETH=0.2", "--recovery", "WETH=12"])
+    assert "recovery half-life (s): {\"WETH\": 12.0}" in r.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--recovery", "WETH=soon"], "--recovery 'WETH=soon': 'soon' is not a number"),
+    (["--recovery", "BTC=60"], "recovery for unknown asset 'BTC'"),
+    (["--recovery", "WETH=-5"], "positive number of seconds"),
+])
+def test_cascade_bad_recovery_is_named(args, words):
+    r = runner.invoke(app, ["cascade", CASE, "--shock", "WETH=0.2", *args])
+    assert r.exit_code == 2
+    assert words in r.output and "Traceback" not in r.output
