@@ -28,8 +28,8 @@ from defirisk.errors import InputError
 from defirisk.markets.dex import TokenInfo
 
 BOOKS_DIR = Path(__file__).resolve().parent / "books"
-# Stablecoins venues are quoted in when a book does not name its own (the solver prices a venue's
-# quote at its oracle price, so only quotes that hold their price make a meaningful curve).
+# Venue quotes (stablecoins, where every route ends in USD) when a book does not name its own; pools
+# between two other assets are cross venues, directed by docs/readers.md "DEX venues".
 DEFAULT_VENUE_QUOTES = ("USDC", "USDT", "DAI")
 DEFAULT_V3_FEE_TIERS = (100, 500, 3000, 10000)  # hundredths of a bip: 0.01%, 0.05%, 0.3%, 1%
 # A discovered pool is kept when its quote side holds at least this many USD: below it a pool is
@@ -89,8 +89,9 @@ class AddressBook:
     start_block: int = 0
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    # Venue discovery (docs/readers.md "DEX venues"): factories asked for every collateral asset
-    # against `venue_quotes`; None = no discovery for that Uniswap version.
+    # Venue discovery (docs/readers.md "DEX venues"): factories asked for every volatile asset against
+    # `venue_quotes` and every collateral asset against every other asset; None = no discovery for
+    # that Uniswap version.
     v2_factory: str | None = None
     v3_factory: str | None = None
     venue_quotes: tuple[str, ...] = ()

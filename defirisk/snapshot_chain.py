@@ -419,13 +419,18 @@ def _rename_morpho(mk: morpho_blue.MorphoMarket, lsym: str, csym: str) -> morpho
 def _read_venues(mc: Multicaller, book: AddressBook, symbols: _Symbols, prices: dict[str, float],
                  oracle_of: dict[str, str], used: set[str], collateral: set[str],
                  progress: Progress) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Venue dicts per asset, and a summary of the discovery for the manifest.
+    """Venue dicts per asset, and a summary of the discovery for the manifest (docs/readers.md "DEX venues").
 
-    Venues: the book's listed pools whose base token is in the snapshot, plus pools discovered from
-    the book's factories (`dex.discover_pools`) for every collateral asset against the book's quote
-    stablecoins, kept when their quote side holds at least `book.min_venue_quote_usd`. Only venues
-    quoted in one of those stablecoins are emitted: the solver sells into a venue at the quote's
-    oracle price, which a volatile quote (wstETH/WETH) would move along with the cascade.
+    Assets: the book's stablecoin quotes (`book.venue_quotes`, each with a USD price) are USD; every
+    other priced asset of the snapshot is volatile. The factories (`dex.discover_pairs`, one batch) are
+    asked for pools of every volatile asset against each stablecoin and of every collateral asset
+    against every other volatile asset. Stablecoin pools are kept when their stablecoin side holds at
+    least `book.min_venue_quote_usd`; pools between two volatile assets are listed once, under the
+    asset further from USD (`dex.plan_cross_pools`), quoted in the other (a cross venue, routed by the
+    solver), kept when the side they pay out in holds as much in USD. Venues are emitted for collateral
+    assets, for assets with a pool in the book, and for every asset their cross venues are quoted in
+    (transitively: the proceeds must have a route to USD). Pools listed in the book are read whatever
+    their size, directed by the same rule.
     """
     quote_syms = [q for q in book.venue_quotes if q in book.tokens]
     # Quotes that are not Aave reserves here still need a USD price: the book's feeds, leniently.
@@ -437,6 +442,9 @@ def _read_venues(mc: Multicaller, book: AddressBook, symbols: _Symbols, prices: 
             oracle_of[q] = f"chainlink:{r.feed}"
     quotes = [q for q in quote_syms if q in prices]
     quote_set = set(quotes)
+    # Volatile assets: every priced asset of the snapshot that is not a stablecoin quote.
+    nodes = sorted(s for s in used if s not in quote_set and s in symbols.address and s in prices)
+    node_set = set(nodes)
 
     jobs: list[dex.PoolRef] = []
     seen: set[str] = set()
@@ -444,37 +452,112 @@ def _read_venues(mc: Multicaller, book: AddressBook, symbols: _Symbols, prices: 
         jobs.append(dex.PoolRef("v2", addr, book.tokens[b], book.tokens[q], 3000))
     for (b, q, f), addr in book.v3_pools.items():
         jobs.append(dex.PoolRef("v3", addr, book.tokens[b], book.tokens[q], f))
-    listed = []
-    for p in jobs:
-        if p.base.symbol not in used or p.address.lower() in seen:
-            continue
-        if p.quote.symbol not in quote_set:
-            why = ("its quote is not one of the venue quotes " + "/".join(quote_syms)
-                   if p.quote.symbol not in quote_syms else "its quote token has no USD price")
-            progress(f"warning: uniswap-{p.kind} pool {p.base.symbol}/{p.quote.symbol} {p.address} not used: {why}",
-                     1, 1)
-            continue
-        seen.add(p.address.lower())
-        listed.append(p)
+    listed: list[dex.PoolRef] = []  # book order; stablecoin pools with the stablecoin as quote
+    listed_cross: list[dex.PoolRef] = []
+    listed_order: list[dex.PoolRef] = []  # both, in book order
 
-    bases = [dex.TokenInfo(s, symbols.address[s], symbols.decimals[s]) for s in sorted(collateral)
-             if s not in quote_set and s in symbols.address]
+    def warn(p: dex.PoolRef, why: str) -> None:
+        progress(f"warning: uniswap-{p.kind} pool {p.base.symbol}/{p.quote.symbol} {p.address} not used: {why}", 1, 1)
+
+    for p in jobs:
+        a, q = p.base.symbol, p.quote.symbol
+        if p.address.lower() in seen:
+            continue
+        if a in quote_set and q in quote_set:
+            if a in used:
+                warn(p, "both tokens are venue quotes (stablecoins), which keep their price")
+            continue
+        if a in quote_set and q not in quote_syms:  # written quote first
+            p, a, q = p.flipped(), q, a
+        if a not in used:
+            continue
+        if q not in quote_set:
+            if q in quote_syms:
+                warn(p, "its quote token has no USD price")
+                continue
+            if q not in node_set or a not in node_set:
+                warn(p, f"{q} is neither one of the venue quotes {'/'.join(quote_syms)} nor a priced asset of "
+                        f"this snapshot")
+                continue
+            listed_cross.append(p)
+        else:
+            listed.append(p)
+        listed_order.append(p)
+        seen.add(p.address.lower())
+
+    def info(sym: str) -> dex.TokenInfo:
+        return dex.TokenInfo(sym, symbols.address[sym], symbols.decimals[sym])
+
     quote_infos = [dex.TokenInfo(q, book.tokens[q].address, book.tokens[q].decimals) for q in quotes]
-    found = [p for p in dex.discover_pools(mc, bases, quote_infos, v2_factory=book.v2_factory,
+    stable_pairs = [(info(s), qi) for s in nodes for qi in quote_infos]
+    cross_pairs = [(info(a), info(b)) for i, a in enumerate(nodes) for b in nodes[i + 1:]
+                   if a in collateral or b in collateral]
+    found = [p for p in dex.discover_pairs(mc, stable_pairs + cross_pairs, v2_factory=book.v2_factory,
                                            v3_factory=book.v3_factory, fee_tiers=book.v3_fee_tiers)
-             if p.address.lower() not in seen] if (bases and quote_infos) else []
-    depths = dex.quote_depths(mc, found)
-    kept, small = [], []
-    for p, raw in zip(found, depths):
-        usd = 0.0 if raw is None else raw / 10 ** p.quote.decimals * prices[p.quote.symbol]
-        if usd >= book.min_venue_quote_usd and raw:
-            kept.append(p)
+             if p.address.lower() not in seen]
+    found_stable = [p for p in found if p.quote.symbol in quote_set]
+    found_cross = [p for p in found if p.quote.symbol not in quote_set]
+    balances = dex.pool_balances(mc, found + listed + listed_cross)
+    bal = {id(p): b for p, b in zip(found + listed + listed_cross, balances)}
+
+    def held_usd(p: dex.PoolRef, sym: str) -> float:
+        """USD value of the `sym` tokens pool p holds (0 when unreadable)."""
+        raw = bal[id(p)][0 if sym == p.base.symbol else 1]
+        tok = p.base if sym == p.base.symbol else p.quote
+        return 0.0 if not raw else raw / 10 ** tok.decimals * prices[sym]
+
+    depth: dict[str, float] = {}  # USD the kept stablecoin pools of each asset hold (direction rule)
+    kept_stable, small = [], []
+    for p in listed:
+        depth[p.base.symbol] = depth.get(p.base.symbol, 0.0) + held_usd(p, p.quote.symbol)
+    for p in found_stable:
+        usd = held_usd(p, p.quote.symbol)
+        if usd >= book.min_venue_quote_usd and usd > 0:
+            kept_stable.append(p)
             seen.add(p.address.lower())
+            depth[p.base.symbol] = depth.get(p.base.symbol, 0.0) + usd
         else:
             small.append(p.address)
 
+    cross = listed_cross + found_cross
+    plan = dex.plan_cross_pools(
+        [(p.base.symbol, p.quote.symbol) for p in cross], depth,
+        {p.base.symbol for p in listed + kept_stable},
+        lambda i, sym: held_usd(cross[i], sym), book.min_venue_quote_usd,
+        sized=[False] * len(listed_cross) + [True] * len(found_cross))
+    directed: dict[int, dex.PoolRef] = {}
+    for i, (b, _q) in plan.direction.items():
+        directed[i] = cross[i] if cross[i].base.symbol == b else cross[i].flipped()
+    for i in plan.dust:
+        small.append(cross[i].address)
+    unrouted = [cross[i].address for i in plan.unrouted]
+    for i in plan.unrouted:
+        if i < len(listed_cross):
+            warn(cross[i], "neither of its tokens has a pool against a venue quote (no route to USD)")
+
+    # Assets whose sales need routes: collateral, assets with a book pool, and (transitively) the
+    # quotes their cross pools pay in.
+    sellers = {s for s in collateral if s in node_set} | {p.base.symbol for p in listed}
+    sellers |= {directed[i].base.symbol for i in range(len(listed_cross)) if i in directed}
+    quotes_of: dict[str, set[str]] = {}
+    for p in directed.values():
+        quotes_of.setdefault(p.base.symbol, set()).add(p.quote.symbol)
+    stack = sorted(sellers)
+    while stack:
+        for w in quotes_of.get(stack.pop(), ()):
+            if w not in sellers:
+                sellers.add(w)
+                stack.append(w)
+
+    as_read = {id(cross[i]): p for i, p in directed.items()}  # cross pools, directed
+    stable_ids = {id(p) for p in listed}
+    listed_all = [as_read.get(id(p), p) for p in listed_order if id(p) in as_read or id(p) in stable_ids]
+    keep_found = {id(p) for p in kept_stable if p.base.symbol in sellers}
+    keep_found |= {id(cross[i]) for i, p in directed.items() if i >= len(listed_cross) and p.base.symbol in sellers}
+    kept = [as_read.get(id(p), p) for p in found if id(p) in keep_found]
+
     venues: dict[str, list[dict]] = {}
-    todo = listed + kept
+    todo = listed_all + kept
     for i, p in enumerate(todo):
         progress("DEX venues", i, len(todo))
         v = dex.read_v2_venue(mc, p.address, p.base, p.quote) if p.kind == "v2" else \
@@ -483,8 +566,10 @@ def _read_venues(mc: Multicaller, book: AddressBook, symbols: _Symbols, prices: 
     progress("DEX venues", len(todo), len(todo))
     summary = {"quotes": quotes, "v2_factory": book.v2_factory, "v3_factory": book.v3_factory,
                "v3_fee_tiers": list(book.v3_fee_tiers), "min_quote_usd": book.min_venue_quote_usd,
-               "listed": len(listed), "discovered": len(found), "kept": len(kept),
-               "below_min_quote_usd": small}
+               "listed": len(listed_all), "discovered": len(found), "kept": len(kept),
+               "below_min_quote_usd": small,
+               "cross": sum(1 for p in todo if p.quote.symbol not in quote_set),
+               "no_usd_route": unrouted}
     return venues, summary
 
 

@@ -1,6 +1,6 @@
 """DEX venue discovery from the book's factories at the pinned block (tests on the devnet): a book
 with factories and no listed pools finds the same venues as the devnet's listed book; dust pools
-are dropped below the stated threshold; venues quoted in a volatile asset are never emitted."""
+are dropped below the stated threshold; a pool between two venue quotes is not a venue."""
 from __future__ import annotations
 
 import json
@@ -82,15 +82,17 @@ def test_empty_v3_pool_is_not_a_venue(dn):
     assert pool in [a.lower() for a in snap.manifest["venue_discovery"]["below_min_quote_usd"]]
 
 
-def test_venue_quoted_in_a_volatile_asset_is_not_emitted(dn):
-    pair = _add_v2_pair(dn, "wstETH", "WETH", 1000, 1150)
+def test_listed_pool_between_two_venue_quotes_is_not_used(dn):
+    # Venue quotes (stablecoins) are where routes end: a USDC/DAI pool is no venue. Pools between two
+    # volatile assets (wstETH/WETH) are cross venues: tests/readers/test_cross_pools.py.
+    pair = _add_v2_pair(dn, "USDC", "DAI", 200_000, 200_000)
     book = json.loads(json.dumps(dn.book))
-    book["uniswap_v2"]["pairs"]["wstETH/WETH"] = pair
+    book["uniswap_v2"]["pairs"]["USDC/DAI"] = pair
     messages = []
     run = take_snapshot(dn.rpc_url, book=book, cache=False, progress=lambda m, d, n: messages.append(m))
     assert all(addr != pair for _, addr in _venue_keys(run.snapshot))
-    assert all(v.params["quote"] in ("USDC", "USDT", "DAI") for vs in run.snapshot.venues.values() for v in vs)
-    assert any("wstETH/WETH" in m and pair in m.lower() and "not used" in m for m in messages)
+    assert "USDC" not in run.snapshot.venues and "DAI" not in run.snapshot.venues
+    assert any("USDC/DAI" in m and pair in m.lower() and "not used" in m for m in messages)
     # Listed stablecoin pools keep working next to it.
     assert ("wstETH", dn.book["uniswap_v2"]["pairs"]["wstETH/USDC"].lower()) in _venue_keys(run.snapshot)
 
