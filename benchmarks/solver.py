@@ -1,20 +1,26 @@
 """Solver benchmark.
 
 1. 1,000,000 single-asset Morpho Blue positions (WETH collateral, USDC debt) on a constant-product
-   WETH venue: a 1,000-point fixed-price cascade curve plus cliffs (compiled path), timed. The compiled
-   path computes fixed-price semantics (every position liquidated at the end price); equilibrium mode
-   (the path-consistent descent) has no compiled path yet: [4] times it on the general engine.
-2. The naive baseline in the same run: per shock, the monotone iteration p <- V(S(p)) with S(p) a plain
-   Python loop over positions. Run on a random subsample of positions and shocks (the full size would
-   take hours) and extrapolated linearly in positions x shocks x iterations; the compiled solver is
-   also run on the subsample and must give the same end prices.
+   WETH venue (0.3% fee): a 1,000-point EQUILIBRIUM cascade curve plus cliffs, timed. It runs the
+   compiled descent (defirisk/solver/compiled_descent.py: the exact, band 0, descent for all shocks at
+   once, each liquidation at its own trigger, the sales a continuous flow). The compiled fixed-price
+   curve (every position liquidated at the end price) is timed too, for comparison.
+2. The naive baseline in the same run: per shock, a plain Python DESCENT: the shock as one swap, a loop
+   over the positions settling those already liquidatable at the shocked price and collecting the
+   others' triggers, then a walk down the sorted triggers, each position selling at its own trigger
+   into the pool as a continuous flow (Q B^g invariant). Run on a random subsample of positions and
+   shocks (the full size would take hours) and extrapolated linearly in positions x shocks (the sort
+   is n log n: the extrapolation errs low); the compiled descent runs on the same subsample and must
+   give the same end prices (max relative difference printed).
 3. 200,000 cross-collateral Aave positions over 5 assets: one sequential, one equilibrium (descent,
    band 1%) and one fixed-price solve.
-4. Equilibrium (descent) curve on the general engine: a subsample of [1]'s book, per point, against the
-   compiled fixed-price curve on the same subsample (what issue "Mainnet scale" has to close).
+4. The general engine's exact descent (band 0) against the compiled one, on a smaller random subset of
+   [2]'s subsample at [2]'s shocks (curve points; the engine's band 0 takes a step per trigger, so the
+   full subsample would take minutes): times and the largest relative difference of end prices and of
+   liquidated USD.
 
 Timings are the best of `--repeats` (default 3) identical runs, because the machine is shared.
-Last line: positions=N shocks=M seconds=T ratio_vs_naive=R (T = best-of-3 curve time)
+Last line: positions=N shocks=M seconds=T ratio_vs_naive=R (T = the best equilibrium curve time)
 """
 from __future__ import annotations
 
@@ -28,6 +34,9 @@ import pandas as pd
 from defirisk.model import Asset, MarketParams, Positions, Snapshot, Venue
 from defirisk.rules.morpho_blue import incentive_factor
 from defirisk.solver import cascade_curve, prepare, solve
+from defirisk.solver.compiled_descent import compile_descent
+from defirisk.solver.descent import descent_totals
+from defirisk.solver.engine import resolve_shocks
 
 MANIFEST = {"format": "defirisk-snapshot/1", "source": "benchmark"}
 P0, LLTV = 3000.0, 0.86
@@ -55,27 +64,39 @@ def single_asset(n: int, seed: int = 7) -> tuple[Snapshot, np.ndarray, np.ndarra
     return snap, coll, debt
 
 
-def naive_end_price(coll: list[float], debt: list[float], shock: float, tol: float = 1e-12) -> tuple[float, int]:
-    """Plain Python: shock sale on the pool, then p <- min(p, V(S(p))) with S(p) a loop over positions."""
+def naive_descent_end_price(coll: list[float], debt: list[float], shock: float) -> float:
+    """Plain Python descent. The shock is one swap on the pool. Positions liquidatable at the shocked
+    price p^ (p^ < their trigger t = D / (C LLTV)) are settled there: Morpho repays all the debt and
+    seizes min(C, D LIF / p^). The others are liquidated at their own trigger, seizing D LIF / t, in
+    order of falling trigger while the price, after every sale so far sold as a continuous flow from
+    the post-shock pool (B' = B + x, Q' = Q (B / (B + x))^g), is below the next trigger."""
     g, lif = 1.0 - FEE, incentive_factor(LLTV)
     m = P0 * (1 - shock) / P0 * (POOL_Q / POOL_B)
     c = POOL_B * POOL_B - POOL_Q * POOL_B / m
     b = POOL_B * (1 + g)
     x = -2 * c / (b + math.sqrt(b * b - 4 * g * c)) if shock > 0 else 0.0
     B1, Q1 = POOL_B + x, POOL_Q * POOL_B / (POOL_B + g * x)
-    p = P0 * (Q1 / B1) / (POOL_Q / POOL_B)
-    it = 0
-    while True:
-        it += 1
-        sold = 0.0
-        for ci, di in zip(coll, debt):
-            if ci * p * LLTV < di:
-                sold += min(ci, di * lif / p)
-        B2, Q2 = B1 + sold, Q1 * B1 / (B1 + g * sold)
-        p_new = min(p, P0 * (Q2 / B2) / (POOL_Q / POOL_B))
-        if abs(p_new - p) <= tol * p:
-            return p_new, it
-        p = p_new
+    m0 = POOL_Q / POOL_B
+
+    def price(sold: float) -> float:
+        return P0 * (Q1 * math.exp(-g * math.log1p(sold / B1)) / (B1 + sold)) / m0
+
+    p_hat = price(0.0)
+    sold, triggers = 0.0, []
+    for ci, di in zip(coll, debt):
+        t = di / (ci * LLTV)
+        if p_hat < t:
+            sold += min(ci, di * lif / p_hat)
+        else:
+            triggers.append((t, di * lif / t))
+    triggers.sort(reverse=True)
+    p = price(sold)
+    for t, seized in triggers:
+        if p >= t:
+            break
+        sold += seized
+        p = price(sold)
+    return p
 
 
 def cross_collateral(n: int, seed: int = 11) -> Snapshot:
@@ -116,6 +137,8 @@ def main() -> None:
     ap.add_argument("--naive-positions", type=int, default=20_000)
     ap.add_argument("--naive-shocks", type=int, default=20)
     ap.add_argument("--cross", type=int, default=200_000)
+    ap.add_argument("--general-positions", type=int, default=5_000,
+                    help="[4]: positions (from [2]'s subsample) for the general engine's band-0 descent")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of the curve and of each cross solve; the best is reported")
     args = ap.parse_args()
 
@@ -127,18 +150,23 @@ def main() -> None:
     t_prep = time.perf_counter() - t
     # The machine is shared: a single timing swings by +-50% with other load, so the figure is the
     # best of `--repeats` identical runs (each from the same prepared books, nothing cached between).
-    runs = []
+    runs, fp_runs = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        res = cascade_curve(snap, "WETH", points=args.points, max_shock=0.9, prepared=prep, mode="fixed-price")
+        res = cascade_curve(snap, "WETH", points=args.points, max_shock=0.9, prepared=prep, mode="equilibrium")
         runs.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fp = cascade_curve(snap, "WETH", points=args.points, max_shock=0.9, prepared=prep, mode="fixed-price")
+        fp_runs.append(time.perf_counter() - t)
     t_curve = min(runs)
     print(f"[1] {args.positions:,} Morpho positions: build {t_build:.2f}s, prepare (books) {t_prep:.2f}s, "
-          f"curve {args.points} points + {len(res.cliffs)} cliffs ({res.method}, {res.iterations} vectorised iterations): "
-          f"best of {len(runs)} runs {t_curve:.3f}s (all: {', '.join(f'{x:.3f}' for x in runs)})")
+          f"EQUILIBRIUM curve {args.points} points + {len(res.cliffs)} cliffs ({res.method}, band {res.band}, "
+          f"{res.iterations} steps): best of {len(runs)} runs {t_curve:.3f}s (all: {', '.join(f'{x:.3f}' for x in runs)})")
     for c in res.cliffs[:5]:
         print(f"    cliff at shock {c.trigger_shock:.6f} (WETH {c.trigger_price:,.2f}): end {c.end_price_before:,.2f} -> {c.end_price:,.2f}, "
               f"liquidated ${c.liquidated_collateral_usd:,.0f}, bad debt ${c.bad_debt_usd:,.0f}")
+    print(f"    for comparison, the fixed-price curve ({fp.method}, {len(fp.cliffs)} cliffs): best of {len(fp_runs)} runs "
+          f"{min(fp_runs):.3f}s (all: {', '.join(f'{x:.3f}' for x in fp_runs)})")
 
     # naive baseline on a subsample, same shocks grid subset
     rng = np.random.default_rng(3)
@@ -146,31 +174,23 @@ def main() -> None:
     shocks = np.linspace(0, 0.9, args.points)[rng.choice(args.points, size=args.naive_shocks, replace=False)]
     cl, dl = coll[sub].tolist(), debt[sub].tolist()
     t = time.perf_counter()
-    naive, iters = [], 0
-    for s in shocks:
-        p, it = naive_end_price(cl, dl, float(s))
-        naive.append(p)
-        iters += it
+    naive = [naive_descent_end_price(cl, dl, float(s)) for s in shocks]
     t_naive_sub = time.perf_counter() - t
-    # same subsample through the compiled solver: the answers must agree
+    # same subsample through the compiled descent: the answers must agree
     frame = snap.positions.frame
     keep = np.zeros(args.positions, dtype=bool)
     keep[sub] = True
     sub_snap = Snapshot(MANIFEST, snap.assets, Positions(frame[np.repeat(keep, 2)]), snap.markets, snap.venues)
-    from defirisk.solver.curve import Compiled, _pieces
     sp = prepare(sub_snap)
-    comp = Compiled(sp, sp.symbols.index("WETH"), _pieces(sp, sp.symbols.index("WETH")))
-    fast = comp.solve(shocks)[1]
+    j = sp.symbols.index("WETH")
+    fast = compile_descent(sp, j).evaluate(shocks)[1]
     err = float(np.max(np.abs(fast - np.array(naive)) / np.array(naive)))
-    # extrapolate: cost ~ positions x (iterations summed over shocks); iterations per shock taken from the
-    # full-size compiled run is not available per shock, so use the subsample's mean iterations per shock
-    per_pos_iter = t_naive_sub / (len(sub) * iters)
-    est_naive = per_pos_iter * args.positions * (iters / len(shocks)) * args.points
+    est_naive = t_naive_sub / (len(sub) * len(shocks)) * args.positions * args.points
     ratio = est_naive / t_curve
-    print(f"[2] naive Python baseline: {len(sub):,} positions x {len(shocks)} shocks took {t_naive_sub:.2f}s "
-          f"({iters} iterations); EXTRAPOLATED to {args.positions:,} positions x {args.points} shocks: {est_naive:,.0f}s "
-          f"(linear in positions x shocks x mean iterations; not measured at full size). "
-          f"Compiled vs naive end prices on the subsample: max rel diff {err:.2e}")
+    print(f"[2] naive Python descent: {len(sub):,} positions x {len(shocks)} shocks took {t_naive_sub:.2f}s; "
+          f"EXTRAPOLATED to {args.positions:,} positions x {args.points} shocks: {est_naive:,.0f}s "
+          f"(linear in positions x shocks; not measured at full size). "
+          f"Compiled descent vs naive end prices on the subsample: max rel diff {err:.2e}")
 
     if args.cross:
         cs = cross_collateral(args.cross)
@@ -193,17 +213,25 @@ def main() -> None:
               f"best of {args.repeats}: sequential {t_seq:.2f}s ({r_seq.rounds} rounds, {r_seq.totals.accounts_liquidated:,} accounts), "
               f"equilibrium {t_eq:.2f}s ({r_eq.iterations} descent steps, {r_eq.totals.accounts_liquidated:,} accounts), "
               f"fixed-price {t_fp:.2f}s ({r_fp.iterations} iterations, {r_fp.totals.accounts_liquidated:,} accounts)")
-    # [4] equilibrium (descent) curve on the general engine, on the naive subsample's book
-    n_pts = min(args.naive_shocks, args.points)
+    # [4] the general engine's exact descent (band 0) against the compiled one, same book and shocks
+    gsub = np.sort(rng.choice(len(sub), size=min(args.general_positions, len(sub)), replace=False))
+    gkeep = np.zeros(args.positions, dtype=bool)
+    gkeep[sub[gsub]] = True
+    g_snap = Snapshot(MANIFEST, snap.assets, Positions(frame[np.repeat(gkeep, 2)]), snap.markets, snap.venues)
+    gp = prepare(g_snap)
     t = time.perf_counter()
-    eq_curve = cascade_curve(sub_snap, "WETH", points=n_pts, max_shock=0.9, prepared=sp, mode="equilibrium")
-    t_eq_curve = time.perf_counter() - t
+    eng = [descent_totals(gp, resolve_shocks(gp, {"WETH": float(s)}, None), 10_000, 1e-12, band=0.0) for s in shocks]
+    t_eng = time.perf_counter() - t
     t = time.perf_counter()
-    fp_curve = cascade_curve(sub_snap, "WETH", points=n_pts, max_shock=0.9, prepared=sp, mode="fixed-price")
-    t_fp_curve = time.perf_counter() - t
-    print(f"[4] {len(sub):,} positions x {n_pts} points: equilibrium curve (general engine, descent) {t_eq_curve:.2f}s "
-          f"+ {len(eq_curve.cliffs)} cliffs; fixed-price curve (compiled) {t_fp_curve:.3f}s "
-          f"(equilibrium / fixed-price time = {t_eq_curve / max(t_fp_curve, 1e-9):.0f}x)")
+    _, c_end, _, c_usd, _ = compile_descent(gp, j).evaluate(shocks)
+    t_comp = time.perf_counter() - t
+    e_end = np.array([r[1][j] for r in eng])
+    e_usd = np.array([r[3] for r in eng])
+    d_end = float(np.max(np.abs(c_end / e_end - 1)))
+    d_usd = float(np.max(np.abs(c_usd - e_usd) / np.maximum(e_usd, 1.0)))
+    print(f"[4] {len(gsub):,} positions x {len(shocks)} shocks, exact descent (band 0): general engine {t_eng:.2f}s "
+          f"({sum(r[2] for r in eng):,} steps), compiled {t_comp:.3f}s; compiled vs engine: end prices max rel diff "
+          f"{d_end:.2e}, liquidated USD max rel diff {d_usd:.2e}")
     print(f"positions={args.positions} shocks={args.points} seconds={t_curve:.3f} ratio_vs_naive={ratio:.0f}")
 
 

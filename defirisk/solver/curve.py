@@ -1,16 +1,18 @@
-"""Cascade curves (equilibrium end price vs initial shock on one asset) and cliffs.
+"""Cascade curves (end price vs initial shock on one asset) and cliffs.
 
-Fast exact path ("compiled"): when every position that holds the curve asset X as collateral can be
-written as pieces on the price axis -- on [lo, hi) the position, liquidated at price p until healthy,
-sells a + b/p tokens of X, loses c*p + d USD of collateral and leaves e + f*p USD of bad debt -- the
-sums over all positions are suffix sums over ONE sorted array of piece ends, evaluated for all shocks
-at once with searchsorted. The greatest fixed point is then found by the vectorised monotone
-iteration p <- min(p, V(S(p))) from the shocked prices. Compiled: Morpho Blue, Compound V3, Maker,
-Aave V3.0-3.2 accounts with one collateral (X) and one debt asset when LB*LT < 0.95. The pieces hold
-every other price at p0, so a snapshot compiles only if no holder of X has collateral in another asset
-with a venue (Comet absorb would sell it too) and no account is liquidatable before the shock.
+Fast exact paths ("compiled"), when the snapshot compiles for the curve asset X (compilable.py: every
+liquidation sells X only and is a closed form of X's price; no betas):
+- fixed-price mode: each position is written as pieces on the price axis -- on [lo, hi) the position,
+  liquidated at price p until healthy, sells a + b/p tokens of X, loses c*p + d USD of collateral and
+  leaves e + f*p USD of bad debt -- and the sums over all positions are suffix sums over ONE sorted
+  array of piece ends, evaluated for all shocks at once with searchsorted. The greatest fixed point is
+  found by the vectorised monotone iteration p <- min(p, V(S(p))) from the shocked prices.
+- equilibrium mode (liquidators 'all'): the exact descent, band 0 (compiled_descent.py): each
+  liquidation at its own trigger, sales as a continuous flow. The general engine's equilibrium curve
+  uses the band (default 1%); the compiled one equals the engine at band 0 (tested).
 Anything else (Liquity redistribution, cross-collateral Aave or Comet with volatile collateral, v3.3
-rules, betas) uses the general engine per shock.
+rules, betas, oracle formulas, sequential mode, a gating liquidator policy) uses the general engine per
+shock.
 
 Cliffs: found on the full outcome of every curve point (each asset's end price, liquidated collateral
 USD, bad debt USD, each against its own threshold): grid intervals that change some quantity enough
@@ -30,12 +32,14 @@ from defirisk.errors import ConvergenceError, InputError
 from defirisk.model import Snapshot
 from defirisk.rules.aave_v3 import CLOSE_FACTOR_HF
 from defirisk.solver import economics
-from defirisk.solver.engine import (Prepared, apply_shock, equilibrium_totals, fixed_price_totals, prepare, resolve_shocks,
-                                   run_fixed_price, run_sequential, solve)
+from defirisk.solver.compilable import holders
+from defirisk.solver.compiled_descent import compile_descent
+from defirisk.solver.descent import DEFAULT_BAND, descent_totals
+from defirisk.solver.engine import (Prepared, fixed_price_totals, prepare, resolve_shocks, run_fixed_price,
+                                    run_sequential, solve)
 from defirisk.solver.result import Cliff, CurveResult
 
 CURVE_MODES = ("equilibrium", "sequential", "fixed-price")
-_TOTALS = {"equilibrium": equilibrium_totals, "fixed-price": fixed_price_totals}
 NCOEF = 6  # a, b (sold = a + b/p), c, d (usd = c*p + d), e, f (bad = e + f*p)
 MAX_ITER = 100_000
 
@@ -43,9 +47,9 @@ MAX_ITER = 100_000
 class PieceTable:
     """Pieces of all positions: column i is active on [lo_i, hi_i) with coefficients coef[:, i].
 
-    The fixed-point iteration needs only sold(p) = a + b/p, so only (a, b) get the sorted suffix-sum
-    table (S(p) sums the deltas at break points x > p); the USD outputs at the M end prices are
-    accumulated by bucketing every piece into the sorted prices (O(n log M), no second big sort)."""
+    All break points (every hi, and every lo > 0) are sorted ONCE; each coefficient gets a suffix sum
+    over them (a piece adds its coefficients at hi and removes them at lo), so S(p) and the USD outputs
+    at any price are one searchsorted away: O(log n) per price, for a whole grid or one cliff midpoint."""
 
     def __init__(self, lo: np.ndarray, hi: np.ndarray, coef: np.ndarray):
         keep = hi > lo
@@ -56,71 +60,40 @@ class PieceTable:
         x = np.concatenate([hi, lo[starts]])
         order = np.argsort(x)
         self.x = x[order]
-        self.suffix = np.empty((2, len(x) + 1))
-        for i in range(2):
+        self.suffix = np.empty((NCOEF, len(x) + 1))
+        for i in range(NCOEF):
             row = np.concatenate([coef[i], -coef[i, starts]])[order]
-            self.suffix[i, 0] = row.sum()
-            np.subtract(self.suffix[i, 0], np.cumsum(row), out=self.suffix[i, 1:])
+            if i < 2:   # sold (a, b): as the fixed-point iteration has always summed it
+                self.suffix[i, 0] = row.sum()
+                np.subtract(self.suffix[i, 0], np.cumsum(row), out=self.suffix[i, 1:])
+            else:       # USD outputs: summed from the top, exact 0 where no piece is active
+                self.suffix[i, -1] = 0.0
+                self.suffix[i, :-1] = np.cumsum(row[::-1])[::-1]
 
     def sold(self, p: np.ndarray) -> np.ndarray:
-        c = self.suffix[:, np.searchsorted(self.x, p, side="right")]
+        c = self.suffix[:2, np.searchsorted(self.x, p, side="right")]
         return c[0] + c[1] / p
 
     def values(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(liquidated collateral USD, bad debt USD) at each price in p."""
         p = np.asarray(p, dtype=float)
-        ps = np.unique(p)
-        m = len(ps)
-        # piece active for the sorted prices with index in [first p >= lo, first p >= hi)
-        i0 = np.searchsorted(ps, self.lo, side="left")
-        i1 = np.searchsorted(ps, self.hi, side="left")
-        acc = np.empty((4, m))
-        for k in range(4):
-            w = self.coef[2 + k]
-            acc[k] = np.cumsum(np.bincount(i0, w, minlength=m + 1) - np.bincount(i1, w, minlength=m + 1))[:m]
-        at = np.searchsorted(ps, p)
-        c = acc[:, at]
+        c = self.suffix[2:, np.searchsorted(self.x, p, side="right")]
         return c[0] * p + c[1], c[2] + c[3] * p
 
 
 def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
-    """Compile every book into pieces for asset index j, or None if some position cannot be."""
-    p = prep.p0
+    """Compile every book into pieces for asset index j, or None if some position cannot be
+    (compilable.py: the conditions, shared with the compiled descent)."""
+    hs = holders(prep, j)
+    if hs is None:
+        return None
     out: dict[str, list] = {}
-    # The pieces move X's price only: every other price is held at p0. That is exact only if no
-    # liquidation ever sells another asset with a venue (its sale would move that price and, through
-    # positions holding it, the chain): e.g. Comet absorb seizes ALL of an account's collateral.
-    other_volatile = np.zeros(len(p), dtype=bool)
-    other_volatile[list(prep.curves)] = True
-    other_volatile[j] = False
 
     def add(proto, lo, hi, coef):
         out.setdefault(proto, []).append((np.asarray(lo, float), np.asarray(hi, float), np.asarray(coef, float)))
 
-    for b in prep.books:
-        rule, st = b.rule, b.state0
-        C, D = st.coll, st.debt
-        if len(C) == 0:
-            continue
-        holds = C[:, j] > 0
-        others_c = np.delete(C, j, axis=1)
-        others_p = np.delete(p, j)
-        proto = b.protocol
-        if (C[holds][:, other_volatile] > 0).any():
-            return None  # a holder of X also sells another volatile asset when liquidated
-        if rule.liquidatable(st, p)[~holds].any():
-            # liquidated at every shock, whatever X does: its sales and USD would be missing from the pieces
-            return None
-        if proto == "liquity":
-            if holds.any() or rule.liquidatable(st, p).any():
-                return None
-            continue
-        if not holds.any():
-            continue  # never sells X and (checked above) not liquidatable at p0: X falling cannot make it so
-        if (D[holds, j] > 0).any():
-            return None
-        Cx = C[holds, j]
-        dusd = (D[holds] * p).sum(axis=1)
+    for h in hs:
+        rule, proto, Cx, dusd = h.rule, h.protocol, h.Cx, h.dusd
         zeros = np.zeros_like(Cx)
         if proto == "morpho-blue":
             lltv, lif, k = rule.lltv, rule.lif, rule.k  # k: market oracle / USD ratio (collateral price factor)
@@ -130,31 +103,23 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
             add(proto, zeros, u, np.stack([Cx, -dusd * lif / k, Cx, -dusd * lif / k, dusd, -Cx * k / lif], 0))
             add(proto, zeros, t, np.stack([zeros, dusd * lif / k, zeros, dusd * lif / k, zeros, zeros], 0))
         elif proto == "compound-v3":
-            oc = (others_c[holds] * others_p * np.delete(rule.lcf, j)).sum(axis=1)
-            ol = (others_c[holds] * others_p * np.delete(rule.lf, j)).sum(axis=1)
-            ov = (others_c[holds] * others_p).sum(axis=1)
+            oc = (h.others_c * h.others_p * np.delete(rule.lcf, j)).sum(axis=1)
+            ol = (h.others_c * h.others_p * np.delete(rule.lf, j)).sum(axis=1)
+            ov = (h.others_c * h.others_p).sum(axis=1)
             t = (dusd - oc) / (Cx * rule.lcf[j])
             z = np.minimum((dusd - ol) / (Cx * rule.lf[j]), t)
             add(proto, zeros, t, np.stack([Cx, zeros, Cx, ov, zeros, zeros], 0))
             add(proto, zeros, np.maximum(z, 0), np.stack([zeros, zeros, zeros, zeros, dusd - ol, -Cx * rule.lf[j]], 0))
         elif proto == "maker":
-            if rule.c != j:
-                return None
-            dai = D[holds, rule.d] * p[rule.d]
-            art = D[holds, rule.d]
+            dai = h.debt[:, rule.d] * prep.p0[rule.d]
+            art = h.debt[:, rule.d]
             t = art * rule.mat / Cx
             u = np.minimum(dai * rule.chop / Cx, t)
             add(proto, zeros, u, np.stack([Cx, -dai * rule.chop, zeros, zeros, zeros, zeros], 0))
             add(proto, zeros, t, np.stack([zeros, dai * rule.chop, Cx, zeros, zeros, zeros], 0))
             add(proto, zeros, np.minimum(dai / Cx, t), np.stack([zeros, zeros, zeros, zeros, dai, -Cx], 0))
-        elif proto == "aave-v3":
-            if rule.version >= (3, 3):
-                return None
-            if (others_c[holds] > 0).any() or ((D[holds] > 0).sum(axis=1) != 1).any():
-                return None
-            lt, lb = st.extra["lt"][holds, j], st.extra["lb"][holds, j]
-            if (lt <= 0).any() or (lb * lt >= CLOSE_FACTOR_HF).any():
-                return None
+        else:  # aave-v3 (v3.0-3.2, one collateral X, one debt asset: compilable.py)
+            lt, lb = h.extra["lt"], h.extra["lb"]
             kappa = 1.0 - rule.fee[j] * (1.0 - 1.0 / lb)
             t = dusd / (Cx * lt)
             t95 = CLOSE_FACTOR_HF * t
@@ -171,8 +136,6 @@ def _pieces(prep: Prepared, j: int) -> dict[str, tuple] | None:
                 frac = 1.0 - 0.5 ** n
                 add(proto, h_lo * t, np.maximum(h_hi, h_lo) * t,
                     np.stack([zeros, kappa * dusd * lb * frac, zeros, dusd * lb * frac, zeros, zeros], 0))
-        else:
-            return None
     return {proto: (np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts]),
                     np.concatenate([q[2] for q in parts], axis=1)) for proto, parts in out.items()}
 
@@ -222,6 +185,19 @@ class Compiled:
             return np.zeros_like(p), np.zeros_like(p)
         return self.total.values(p)
 
+    def evaluate(self, shocks: np.ndarray):
+        """(shocked prices, end prices, iterations, liquidated collateral USD, bad debt USD) per shock."""
+        p_hat, end, it = self.solve(shocks)
+        usd, bad = self.outcome(end)
+        return p_hat, end, it, usd, bad
+
+    def cliff_paths(self, pairs: list) -> list[tuple[np.ndarray, dict]]:
+        """Per cliff ((shock, end price) just before its first step, shock just after its last step):
+        ([end before, p_0, p_1, ...], {protocol: liquidated USD at each}) along the monotone sequence."""
+        paths = [np.array([e0] + self.path(s1)) for (_, e0), s1 in pairs]
+        vals = iter(_batched_values([(self.tables[pr], path) for path in paths for pr in self.protocols]))
+        return [(path, {pr: next(vals)[0] for pr in self.protocols}) for path in paths]
+
     def path(self, shock: float, tol: float = 1e-12) -> list[float]:
         """The monotone sequence p_0 = p_hat > p_1 > ... for one shock (for attribution)."""
         st, p_hat = self.shocked(np.array([shock]))
@@ -254,11 +230,12 @@ def _batched_values(requests: list[tuple[PieceTable, np.ndarray]]) -> list[tuple
     return out
 
 
-def _cliff_details_compiled(comp: Compiled, prices: np.ndarray, usd: dict[str, np.ndarray]):
+def _cliff_details_compiled(comp, prices: np.ndarray, usd: dict[str, np.ndarray]):
     """Order and attribution along the monotone sequence p_0 > p_1 > ... of the shock just past the
     cliff (`prices` = [end price before the cliff, p_0, p_1, ...]; `usd` = each protocol's liquidated
-    USD at those prices): protocols whose liquidated value grows at step k were pushed by those that
-    grew at k-1 (step 1 by the shock), shared in proportion to the pushers' growth."""
+    USD at those prices, from `comp.cliff_paths`: Compiled or CompiledDescent): protocols whose
+    liquidated value grows at step k were pushed by those that grew at k-1 (step 1 by the shock),
+    shared in proportion to the pushers' growth."""
     order, merged, prev_growth = [], {}, {"shock": 1.0}
     for k in range(1, len(prices)):
         growth = {pr: usd[pr][k] - usd[pr][k - 1] for pr in comp.protocols
@@ -279,14 +256,24 @@ def _cliff_details_compiled(comp: Compiled, prices: np.ndarray, usd: dict[str, n
 def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, points: int = 1000, mode: str = "sequential",
                   betas=None, min_jump: float = 0.005, shock_tol: float = 1e-9, method: str = "auto",
                   prepared: Prepared | None = None, min_jump_debt_share: float = 0.005, min_jump_usd: float = 1000.0,
-                  step_share: float = 0.5, merge_gap: float = 0.002, liquidators="all") -> CurveResult:
+                  step_share: float = 0.5, merge_gap: float = 0.002, liquidators="all",
+                  band: float | None = None) -> CurveResult:
     """End price of `asset` for `points` shocks in [0, max_shock] plus cliffs found by bisection.
 
     Cliffs are searched on the full outcome (every asset's end price, liquidated collateral USD, bad
     debt USD); thresholds: `min_jump` (prices, fraction of each asset's p0), max(`min_jump_debt_share`
     x total debt USD at snapshot prices, `min_jump_usd`) (USD figures). Jumps of at least `step_share`
     of a threshold whose gaps are <= `merge_gap` (shock) merge into one cliff (docs/model.md).
-    liquidators: as in `solve` (sequential and equilibrium curves; fixed-price liquidates everything)."""
+    liquidators: as in `solve` (sequential and equilibrium curves; fixed-price liquidates everything).
+
+    method: 'auto' compiles when it can (fixed-price: the pieces; equilibrium: the exact descent,
+    compiled_descent.py), 'compiled' insists (InputError if it cannot), 'general' runs the engine per
+    shock. Compiling needs a snapshot that compiles for `asset` (compilable.py), no betas and, in
+    equilibrium mode, liquidators 'all' (economics gating is not compiled: a gating policy uses the
+    general engine) and band None or 0.
+    band (equilibrium mode only): how far below its trigger a liquidation may happen. None: the
+    compiled curve is the exact descent (band 0); on the general engine descent.DEFAULT_BAND (1%).
+    The band used is recorded in `CurveResult.band`."""
     policy = economics.resolve_policy(liquidators)
     _check_cliff_settings(min_jump, shock_tol, min_jump_debt_share, min_jump_usd, step_share, merge_gap)
     if not (math.isfinite(max_shock) and 0 < max_shock < 1):
@@ -297,6 +284,12 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
         raise InputError(f"mode must be one of {', '.join(CURVE_MODES)}, got {mode!r}")
     if method not in ("auto", "compiled", "general"):
         raise InputError("method must be auto, compiled or general")
+    if band is not None:
+        if mode != "equilibrium":
+            raise InputError(f"band is an equilibrium-mode setting; mode is {mode!r}")
+        if isinstance(band, bool) or not isinstance(band, (int, float)) or not (math.isfinite(band) and 0 <= band < 0.5):
+            raise InputError(f"band must be a fraction in [0, 0.5), got {band!r}")
+        band = float(band)
     prep = prepared or prepare(snapshot)
     if asset not in prep.symbols:
         raise InputError(f"unknown asset {asset!r} (assets: {', '.join(prep.symbols)})")
@@ -306,23 +299,27 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
     resolve_shocks(prep, {asset: 0.0}, betas)  # validates betas
     shocks = np.linspace(0.0, max_shock, points)
     comp = None
-    if method != "general" and mode == "fixed-price" and not betas:
-        pieces = _pieces(prep, j)
-        if pieces is not None:
-            comp = Compiled(prep, j, pieces)
+    if method != "general" and not betas:
+        if mode == "fixed-price":
+            pieces = _pieces(prep, j)
+            if pieces is not None:
+                comp = Compiled(prep, j, pieces)
+        elif mode == "equilibrium" and policy is None and not band:
+            comp = compile_descent(prep, j)
     if method == "compiled" and comp is None:
-        raise InputError("this snapshot cannot be compiled for a fast curve, or the mode is not fixed-price (see docs/model.md); "
-                         "use method='general'")
+        raise InputError("this curve cannot be compiled: the snapshot does not compile for this asset, or betas are given, "
+                         "or the mode is sequential, or (equilibrium) liquidators gate or band > 0 (see docs/model.md, "
+                         "'Curves and cliffs'); use method='general'")
+    if mode == "equilibrium":
+        band = 0.0 if comp is not None else (DEFAULT_BAND if band is None else band)
     if comp is not None:
-        p_hat, end, iters = comp.solve(shocks)
-        usd, bad = comp.outcome(end)
-        # the pieces move X only: every other asset stays at p0 (shocked and end)
+        p_hat, end, iters, usd, bad = comp.evaluate(shocks)
+        # the compiled paths move X only: every other asset stays at p0 (shocked and end)
         hats, ends = np.tile(prep.p0, (points, 1)), np.tile(prep.p0, (points, 1))
         hats[:, j], ends[:, j] = p_hat, end
 
         def outcome_at(s: float) -> tuple:
-            ph, pe, _ = comp.solve(np.array([s]))
-            u, b = comp.outcome(pe)
+            ph, pe, _, u, b = comp.evaluate(np.array([s]))
             vh, ve = prep.p0.copy(), prep.p0.copy()
             vh[j], ve[j] = ph[0], pe[0]
             return vh, ve, float(u[0]), float(b[0])
@@ -330,9 +327,8 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
         iters = 0
         rows = []
         for s in shocks:
-            if mode in _TOTALS:   # no result tables: only the curve's four numbers are needed
-                ph, pe, it, u, b = _TOTALS[mode](prep, resolve_shocks(prep, {asset: float(s)}, betas), 10_000, 1e-12,
-                                                 **_policy_kw(mode, policy))
+            if mode != "sequential":   # no result tables: only the curve's four numbers are needed
+                ph, pe, it, u, b = _totals(prep, mode, resolve_shocks(prep, {asset: float(s)}, betas), policy, band)
                 rows.append((ph, pe, u, b))   # every asset's prices: the cliff search looks at all of them
                 iters += it
                 continue
@@ -343,9 +339,8 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
         p_hat, end = hats[:, j], ends[:, j]
 
         def outcome_at(s: float) -> tuple:
-            if mode in _TOTALS:
-                sv = resolve_shocks(prep, {asset: float(s)}, betas)
-                ph, pe, _, u, b = _TOTALS[mode](prep, sv, 10_000, 1e-12, **_policy_kw(mode, policy))
+            if mode != "sequential":
+                ph, pe, _, u, b = _totals(prep, mode, resolve_shocks(prep, {asset: float(s)}, betas), policy, band)
                 return ph, pe, u, b
             r = _general(prep, asset, s, mode, betas, policy)
             return _price_vectors(prep, r) + (r.totals.liquidated_collateral_usd, r.totals.bad_debt_usd)
@@ -364,21 +359,21 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
         return cache[s]
 
     found = _cliff_search(grid, at, thr, step_share, merge_gap, shock_tol)
-    if comp is not None and comp.total is not None:
-        # order and attribution along the monotone sequence just past each cliff's last step
-        paths = [np.array([steps[0][0].end[j]] + comp.path(steps[-1][1].shock)) for steps, _ in found]
-        vals = iter(_batched_values([(comp.tables[pr], path) for path in paths for pr in comp.protocols]))
-        path_usd = [{pr: next(vals)[0] for pr in comp.protocols} for _ in paths]
+    if comp is not None and comp.protocols:
+        # order and attribution along the monotone sequence (the descent's steps) just past each cliff
+        details = comp.cliff_paths([((steps[0][0].shock, float(steps[0][0].end[j])), steps[-1][1].shock)
+                                    for steps, _ in found])
     curve = pd.DataFrame({"shock": shocks, "shocked_price": p_hat, "end_price": end,
                           "liquidated_collateral_usd": usd, "bad_debt_usd": bad})
     cliffs = []
     for ci, (steps, size) in enumerate(found):
         first, last = steps[0][0], steps[-1][1]   # just before the first step, just after the last
         if comp is None:
-            r_lo, r_hi = _general(prep, asset, first.shock, mode, betas, policy), _general(prep, asset, last.shock, mode, betas, policy)
+            r_lo = _general(prep, asset, first.shock, mode, betas, policy, band)
+            r_hi = _general(prep, asset, last.shock, mode, betas, policy, band)
             protos, attr = _cliff_details_general(r_lo, r_hi)
-        elif comp.total is not None:
-            protos, attr = _cliff_details_compiled(comp, paths[ci], path_usd[ci])
+        elif comp.protocols:
+            protos, attr = _cliff_details_compiled(comp, *details[ci])
         else:
             protos, attr = (), ()
         moved, jumps = _cliff_quantities(prep.symbols, thr, first, last, size)
@@ -389,20 +384,28 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
                             steps=tuple(st[1].shock for st in steps), assets_moved=moved, jumps=jumps))
     return CurveResult(asset=asset, mode=mode, method="compiled" if comp is not None else "general", curve=curve,
                        cliffs=tuple(cliffs), converged=True, iterations=int(iters),
-                       end_prices=pd.DataFrame(ends, columns=list(prep.symbols)))
+                       end_prices=pd.DataFrame(ends, columns=list(prep.symbols)), band=band)
+
+
+def _totals(prep, mode, sv, policy, band):
+    """(shocked prices, end prices, iterations, liquidated USD, bad debt USD) without result tables."""
+    if mode == "fixed-price":
+        return fixed_price_totals(prep, sv, 10_000, 1e-12)
+    return descent_totals(prep, sv, 10_000, 1e-12, policy=policy, band=band)
 
 
 def _policy_kw(mode, policy) -> dict:
     return {"policy": policy} if mode == "equilibrium" else {}
 
 
-def _general(prep, asset, s, mode, betas, policy=None):
+def _general(prep, asset, s, mode, betas, policy=None, band=None):
     sv = resolve_shocks(prep, {asset: float(s)}, betas)
     if mode == "sequential":
         return run_sequential(prep, sv, 10_000, policy)
     if mode == "fixed-price":
         return run_fixed_price(prep, sv, 10_000, 1e-12)
-    return solve(prep.snapshot, {asset: float(s)}, mode, betas=betas, prepared=prep, liquidators=policy or "all")
+    return solve(prep.snapshot, {asset: float(s)}, mode, betas=betas, prepared=prep, liquidators=policy or "all",
+                 band=band)
 
 
 def _cliff_details_general(r_lo, r_hi):
