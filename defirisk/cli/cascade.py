@@ -79,14 +79,13 @@ def cascade(
         snap = apply_depth(load_snapshot(snapshot_dir), depth_file)
         betas = parse_assignments(beta, "--beta") or None
         if curve:
-            if recovery:
-                raise InputError("--recovery applies to a single cascade (--shock), not yet to --curve")
             if not asset:
                 raise InputError("--curve needs --asset")
             if shock:
                 raise InputError("--curve takes --asset, not --shock")
             res = cascade_curve(snap, asset, max_shock=max_shock, points=points, mode=mode or "sequential", betas=betas,
-                                liquidators=policy)
+                                liquidators=policy, band=band,
+                                recovery=parse_assignments(recovery, "--recovery", "SECONDS") or None)
             out = res.to_dict()
         else:
             if not shock:

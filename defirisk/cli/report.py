@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from defirisk.cli import app
+from defirisk.cli.options import parse_assignments
 from defirisk.cli.progress import StageProgress
 from defirisk.errors import DefiriskError, InputError
 from defirisk.redact import scrub
@@ -39,6 +40,8 @@ def report_cmd(
                                                    "beyond gas, USD per call (default 0)."),
     depth: Optional[Path] = typer.Option(None, "--depth", help="Off-chain depth, CSV asset,usd_sold,impact: routed "
                                          "together with the on-chain pools; the report states which depth each asset used."),
+    recovery: List[str] = typer.Option([], "--recovery", help="ASSET=SECONDS: half-life of the price impact between "
+                                       "blocks in the sequential solves and curves, repeatable; default none."),
 ) -> None:
     """Write the keeper-risk report: liquidatable now, static liquidation levels, cascade curves with
     cliffs, standard shocks in both modes, history and alerts.
@@ -58,7 +61,8 @@ def report_cmd(
         fmts = parse_formats(formats)
         depth_file = read_depth(depth) if depth is not None else None
         settings = ReportSettings(curve_points=curve_points, top_accounts=top, workers=workers, liquidators=liquidators,
-                                  gas_usd=gas_usd, min_profit_usd=min_profit_usd)
+                                  gas_usd=gas_usd, min_profit_usd=min_profit_usd,
+                                  recovery=parse_assignments(recovery, "--recovery", "SECONDS") or None)
         if no_history and history is not None:
             raise InputError("give either --history DB or --no-history, not both")
         if no_history:

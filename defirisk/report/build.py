@@ -52,6 +52,8 @@ class ReportSettings:
     # validated on chain and the fastest per point. "equilibrium" (the path-consistent limit of short
     # rounds) costs ~0.1-1.5 s a point on the default devnet; "fixed-price" is the pessimistic view.
     curve_mode: str = "sequential"
+    # Price-impact recovery half-lives between sequential rounds, {asset: seconds}; None = none.
+    recovery: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.shocks:
@@ -67,6 +69,9 @@ class ReportSettings:
             raise InputError(f"report settings: workers {self.workers} must be >= 1")
         if not 0.0 < self.cliff_shock_tol < 0.01:
             raise InputError(f"report settings: cliff_shock_tol {self.cliff_shock_tol!r} must be in (0, 0.01)")
+        for a, h in (self.recovery or {}).items():
+            if isinstance(h, bool) or not isinstance(h, (int, float)) or not (math.isfinite(h) and h > 0):
+                raise InputError(f"report settings: recovery half-life of {a} must be a positive number of seconds, got {h!r}")
         if self.curve_mode not in ("sequential", "equilibrium", "fixed-price"):
             raise InputError(f"report settings: curve_mode must be sequential, equilibrium or fixed-price, "
                              f"got {self.curve_mode!r}")
@@ -215,9 +220,20 @@ def _scenarios(solver: Any, snapshot: Any, prep: Any, assets: Sequence[str], set
     for shock in settings.shocks:
         shocks = {single: shock} if single is not None else {a: shock for a in assets}
         for mode in MODES:
-            result = solver.solve(snapshot, shocks, mode=mode, prepared=prep, liquidators=policy)
+            result = solver.solve(snapshot, shocks, mode=mode, prepared=prep, liquidators=policy,
+                                  recovery=settings.recovery if mode == "sequential" else None)
             rows.append(_scenario_row(result, shock, mode, single))
     return rows
+
+
+def market_model(prep: Any, settings: ReportSettings) -> dict[str, Any]:
+    """What the market the cascades run in is made of: each market's protocol oracle formulas (those
+    markets.json states), the routes through cross venues, and the recovery half-lives used."""
+    oracles = {f"{b.protocol}/{b.market}": b.oracle.describe() for b in prep.books if b.oracle.specs}
+    rt = prep.router
+    routes = sorted(f"{prep.symbols[j]} -> {prep.symbols[w]}" for (j, w) in rt.cross) if rt is not None else []
+    return {"protocol_oracles": oracles, "routes": routes,
+            "recovery_halflife_s": {a: float(h) for a, h in sorted((settings.recovery or {}).items())}}
 
 
 def _equilibrium_band() -> float:
@@ -292,7 +308,8 @@ def _asset_section(solver: Any, snapshot: Any, prep: Any, asset: str, price: flo
     levels = solver.liquidation_levels(snapshot, asset, prepared=prep)
     curve = solver.cascade_curve(snapshot, asset, max_shock=settings.max_shock, points=settings.curve_points,
                                  mode=settings.curve_mode, shock_tol=settings.cliff_shock_tol, prepared=prep,
-                                 liquidators=_policy(settings))
+                                 liquidators=_policy(settings),
+                                 recovery=settings.recovery if settings.curve_mode == "sequential" else None)
     cdf = curve.curve
     cliffs = sorted((_cliff_dict(c) for c in curve.cliffs), key=lambda c: c["trigger_shock"])
     nearest = dict(cliffs[0]) if cliffs else None
@@ -513,6 +530,7 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
             "at_risk_shock": settings.at_risk_shock, "reference_shock": REFERENCE_SHOCK,
             "cliff_shock_tol": settings.cliff_shock_tol,
             "curve_mode": settings.curve_mode, "equilibrium_band": _equilibrium_band(),
+            "recovery_halflife_s": {a: float(h) for a, h in sorted((settings.recovery or {}).items())},
             "liquidators": _plain(dataclasses.asdict(policy)),
         },
         "summary": {
@@ -527,6 +545,7 @@ def build_report(snapshot: Any, source: SourceInfo, settings: ReportSettings | N
             "skipped_markets": [dict(m) for m in (manifest.get("skipped_markets") or [])],
             # --depth FILE: the off-chain depth file routed with the on-chain pools (file name only)
             "off_chain_depth": _plain(manifest.get("off_chain_depth")),
+            "market_model": market_model(prep, settings),
         },
         "liquidatable_now": {
             "count": int(len(now)),

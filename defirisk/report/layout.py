@@ -248,6 +248,7 @@ def document(report: Mapping[str, Any]) -> list[Any]:
                      + " " + _basis_text(report))
     else:
         items.append(f"Nearest cliff: none up to a {pct(report['settings']['max_shock'])} shock")
+    items.append(_market_model_text(s.get("market_model") or {}))
     skipped = s.get("skipped_markets") or []
     if skipped:
         names = "; ".join(f"{m.get('protocol')} {m.get('market') or m.get('id')} ({m.get('reason')})" for m in skipped)
@@ -395,6 +396,25 @@ def _depth_blocks(asset: str, d: Mapping[str, Any] | None) -> list[Any]:
     return [Para(f"Depth used for {asset}: {used}."),
             Table(cols, tuple(rows), ("l",) + ("r",) * len(moves)),
             Para(note, "muted")]
+
+
+def _market_model_text(mm: Mapping[str, Any]) -> str:
+    """One line on the market the cascades run in: protocol oracles, routes, recovery."""
+    orc = mm.get("protocol_oracles") or {}
+    moved = {m: {a: d for a, d in v.items() if d != "market price"} for m, v in orc.items()}
+    moved = {m: v for m, v in moved.items() if v}
+    if moved:
+        otext = "; ".join(f"{m}: " + ", ".join(f"{a} = {d}" for a, d in sorted(v.items())) for m, v in sorted(moved.items()))
+        otext = f"protocol oracles other than the market price: {otext}"
+    else:
+        otext = "every protocol prices each asset at its market price"
+    routes = mm.get("routes") or []
+    rtext = ("sales routed through " + ", ".join(routes) + " and on along the quote's pools") if routes else \
+        "every pool is quoted in a stablecoin (no cross routes)"
+    rec = mm.get("recovery_halflife_s") or {}
+    ctext = ("price impact recovers with half-life " + ", ".join(f"{a} {h:,.0f} s" for a, h in rec.items())) if rec else \
+        "no price-impact recovery between blocks"
+    return f"Market model: {otext}; {rtext}; {ctext}."
 
 
 def _basis_text(report: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from defirisk.solver.compilable import holders
 from defirisk.solver.compiled_descent import compile_descent
 from defirisk.solver.descent import DEFAULT_BAND, descent_totals
 from defirisk.solver.engine import (Prepared, fixed_price_totals, prepare, resolve_shocks, run_fixed_price,
-                                    run_sequential, solve)
+                                    recovery_halflives, run_sequential, solve)
 from defirisk.solver.result import Cliff, CurveResult
 
 CURVE_MODES = ("equilibrium", "sequential", "fixed-price")
@@ -257,7 +257,7 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
                   betas=None, min_jump: float = 0.005, shock_tol: float = 1e-9, method: str = "auto",
                   prepared: Prepared | None = None, min_jump_debt_share: float = 0.005, min_jump_usd: float = 1000.0,
                   step_share: float = 0.5, merge_gap: float = 0.002, liquidators="all",
-                  band: float | None = None) -> CurveResult:
+                  band: float | None = None, recovery=None) -> CurveResult:
     """End price of `asset` for `points` shocks in [0, max_shock] plus cliffs found by bisection.
 
     Cliffs are searched on the full outcome (every asset's end price, liquidated collateral USD, bad
@@ -273,7 +273,8 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
     general engine) and band None or 0.
     band (equilibrium mode only): how far below its trigger a liquidation may happen. None: the
     compiled curve is the exact descent (band 0); on the general engine descent.DEFAULT_BAND (1%).
-    The band used is recorded in `CurveResult.band`."""
+    The band used is recorded in `CurveResult.band`.
+    recovery ({asset: half-life s}, sequential mode only): as in `solve`."""
     policy = economics.resolve_policy(liquidators)
     _check_cliff_settings(min_jump, shock_tol, min_jump_debt_share, min_jump_usd, step_share, merge_gap)
     if not (math.isfinite(max_shock) and 0 < max_shock < 1):
@@ -290,11 +291,14 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
         if isinstance(band, bool) or not isinstance(band, (int, float)) or not (math.isfinite(band) and 0 <= band < 0.5):
             raise InputError(f"band must be a fraction in [0, 0.5), got {band!r}")
         band = float(band)
+    if recovery and mode != "sequential":
+        raise InputError(f"recovery applies to sequential mode (time between rounds); mode is {mode!r}")
     prep = prepared or prepare(snapshot)
     if asset not in prep.symbols:
         raise InputError(f"unknown asset {asset!r} (assets: {', '.join(prep.symbols)})")
     j = prep.symbols.index(asset)
-    if j not in prep.curves:
+    recovery_halflives(prep, recovery)  # validates it
+    if j not in (prep.router.volatile if prep.router is not None else prep.curves):
         raise InputError(f"asset {asset} has no venue in venues.json: its price cannot be moved by sales")
     resolve_shocks(prep, {asset: 0.0}, betas)  # validates betas
     shocks = np.linspace(0.0, max_shock, points)
@@ -332,7 +336,7 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
                 rows.append((ph, pe, u, b))   # every asset's prices: the cliff search looks at all of them
                 iters += it
                 continue
-            r = _general(prep, asset, s, mode, betas, policy)
+            r = _general(prep, asset, s, mode, betas, policy, recovery=recovery)
             iters += r.iterations
             rows.append(_price_vectors(prep, r) + (r.totals.liquidated_collateral_usd, r.totals.bad_debt_usd))
         hats, ends, usd, bad = (np.array(c, dtype=float) for c in zip(*rows))
@@ -342,7 +346,7 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
             if mode != "sequential":
                 ph, pe, _, u, b = _totals(prep, mode, resolve_shocks(prep, {asset: float(s)}, betas), policy, band)
                 return ph, pe, u, b
-            r = _general(prep, asset, s, mode, betas, policy)
+            r = _general(prep, asset, s, mode, betas, policy, recovery=recovery)
             return _price_vectors(prep, r) + (r.totals.liquidated_collateral_usd, r.totals.bad_debt_usd)
     p0 = prep.p0[j]
     # Cliffs on the full outcome (every asset's end price, liquidated USD, bad debt; see _cliff_search).
@@ -369,8 +373,8 @@ def cascade_curve(snapshot: Snapshot, asset: str, *, max_shock: float = 0.9, poi
     for ci, (steps, size) in enumerate(found):
         first, last = steps[0][0], steps[-1][1]   # just before the first step, just after the last
         if comp is None:
-            r_lo = _general(prep, asset, first.shock, mode, betas, policy, band)
-            r_hi = _general(prep, asset, last.shock, mode, betas, policy, band)
+            r_lo = _general(prep, asset, first.shock, mode, betas, policy, band, recovery)
+            r_hi = _general(prep, asset, last.shock, mode, betas, policy, band, recovery)
             protos, attr = _cliff_details_general(r_lo, r_hi)
         elif comp.protocols:
             protos, attr = _cliff_details_compiled(comp, *details[ci])
@@ -398,10 +402,10 @@ def _policy_kw(mode, policy) -> dict:
     return {"policy": policy} if mode == "equilibrium" else {}
 
 
-def _general(prep, asset, s, mode, betas, policy=None, band=None):
+def _general(prep, asset, s, mode, betas, policy=None, band=None, recovery=None):
     sv = resolve_shocks(prep, {asset: float(s)}, betas)
     if mode == "sequential":
-        return run_sequential(prep, sv, 10_000, policy)
+        return run_sequential(prep, sv, 10_000, policy, recovery)
     if mode == "fixed-price":
         return run_fixed_price(prep, sv, 10_000, 1e-12)
     return solve(prep.snapshot, {asset: float(s)}, mode, betas=betas, prepared=prep, liquidators=policy or "all",

@@ -170,3 +170,21 @@ def test_help_has_example():
     res = runner.invoke(app, ["report", "--help"])
     assert res.exit_code == 0
     assert "Example" in res.stdout and "--alert" in res.stdout
+
+
+def test_report_states_its_market_model(weth_case, tmp_path):
+    """The summary says which oracles, routes and recovery the cascades ran with; --recovery reaches the
+    sequential solves and curves; a bad half-life is refused before any work."""
+    out = tmp_path / "rep"
+    res = _report(weth_case, out, "--no-history", "--recovery", "WETH=30")
+    assert res.exit_code in (0, 1), res.output
+    data = json.loads((out / "report.json").read_text())
+    mm = data["summary"]["market_model"]
+    assert mm["recovery_halflife_s"] == {"WETH": 30.0} and mm["routes"] == []
+    assert data["settings"]["recovery_halflife_s"] == {"WETH": 30.0}
+    md = (out / "report.md").read_text()
+    assert "Market model: every protocol prices each asset at its market price" in md
+    assert "price impact recovers with half-life WETH 30 s" in md
+    bad = _report(weth_case, tmp_path / "bad", "--no-history", "--recovery", "WETH=0")
+    assert bad.exit_code == 2 and "recovery half-life of WETH must be a positive number" in bad.output
+    assert not (tmp_path / "bad").exists()

@@ -208,3 +208,20 @@ def test_arbitrage_closes_gaps_to_the_fees_and_makes_no_value_from_nothing(usd_p
         gap0 = gU * float(U.price(before[a])) - float(C.price(before[cross_key(a, w)])) * float(W.price(before[w])) / (gC * gW)
         assert received - cost >= -1e-9 * max(received, 1.0)          # an arbitrage that loses is not taken
         assert received - cost <= z * max(gap0, 0.0) * (1 + 1e-6) + 1e-9  # it cannot gain more than the gap
+
+
+def test_curve_of_an_asset_traded_only_through_its_quote():
+    """wstETH has only the wstETH/WETH pool: its curve is a routed sale (the general engine), and a
+    sequential curve with recovery runs too."""
+    pos = [("morpho-blue", "m", f"a{i}", "wstETH", "collateral", 10.0) for i in range(3)] + \
+          [("morpho-blue", "m", f"a{i}", "USDC", "debt", 10 * 3600 * 0.86 / (1.05 + 0.05 * i)) for i in range(3)]
+    snap = make_snapshot(PRICES, pos, [("morpho-blue", "m", {"lltv": 0.86, "collateral": "wstETH", "loan": "USDC"}, {})],
+                         {"WETH": WETH_USDC, "wstETH": WST_WETH})
+    from defirisk.solver import cascade_curve
+    c = cascade_curve(snap, "wstETH", points=12, max_shock=0.5, liquidators="all")
+    assert c.method == "general" and len(c.curve) == 12
+    assert c.curve.end_price.iloc[-1] <= 0.5 * 3600 * (1 + 1e-9)
+    c2 = cascade_curve(snap, "wstETH", points=12, max_shock=0.5, liquidators="all", recovery={"WETH": 60})
+    assert (c2.curve.end_price >= c.curve.end_price * (1 - 1e-12)).all()
+    with pytest.raises(InputError, match="recovery applies to sequential mode"):
+        cascade_curve(snap, "wstETH", points=12, mode="equilibrium", recovery={"WETH": 60})
