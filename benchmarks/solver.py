@@ -20,7 +20,12 @@
    liquidated USD.
 
 Timings are the best of `--repeats` (default 3) identical runs, because the machine is shared.
-Last line: positions=N shocks=M seconds=T ratio_vs_naive=R (T = the best equilibrium curve time)
+5. The cost of routing (issue "Markets as they are"): the default devnet snapshot's sequential WETH -20%
+   cascade with its cross venues routed against the same snapshot on its stablecoin pools only (a
+   wstETH/WETH pool is added when the snapshot has none); `--no-routing` skips it (it starts the devnet).
+
+Last line: positions=N shocks=M seconds=T ratio_vs_naive=R routing_cost=C (T = the best equilibrium
+curve time; C = routed cascade time / stablecoin-pools-only time, [5])
 """
 from __future__ import annotations
 
@@ -140,6 +145,8 @@ def main() -> None:
     ap.add_argument("--general-positions", type=int, default=5_000,
                     help="[4]: positions (from [2]'s subsample) for the general engine's band-0 descent")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of the curve and of each cross solve; the best is reported")
+    ap.add_argument("--routing", action=argparse.BooleanOptionalAction, default=True,
+                    help="[5] the cost of routing on the default devnet snapshot (starts the embedded devnet)")
     args = ap.parse_args()
 
     t = time.perf_counter()
@@ -232,7 +239,55 @@ def main() -> None:
     print(f"[4] {len(gsub):,} positions x {len(shocks)} shocks, exact descent (band 0): general engine {t_eng:.2f}s "
           f"({sum(r[2] for r in eng):,} steps), compiled {t_comp:.3f}s; compiled vs engine: end prices max rel diff "
           f"{d_end:.2e}, liquidated USD max rel diff {d_usd:.2e}")
-    print(f"positions={args.positions} shocks={args.points} seconds={t_curve:.3f} ratio_vs_naive={ratio:.0f}")
+    routing = routing_cost(args.repeats) if args.routing else None
+    tail = f" routing_cost={routing:.2f}" if routing is not None else ""
+    print(f"positions={args.positions} shocks={args.points} seconds={t_curve:.3f} ratio_vs_naive={ratio:.0f}{tail}")
+
+
+WSTETH_WETH_POOL = {"kind": "constant_product", "fee": 0.0001, "quote": "WETH"}
+
+
+def routing_cost(repeats: int) -> float:
+    """[5] The cost of routing on the default devnet snapshot: one sequential cascade (WETH -20%) with
+    every cross venue the snapshot has routed (solver/routing.py), against the same snapshot with its
+    cross venues dropped (every sale on the stablecoin pools only), best of `repeats`; returns the
+    ratio with / without. If the snapshot has no cross venue, a wstETH/WETH pool (constant product,
+    0.01% fee) holding $40M a side at the snapshot's prices is added for the routed run."""
+    import tempfile
+
+    from defirisk.report.source import resolve_source
+
+    with tempfile.TemporaryDirectory(prefix="defirisk-bench-") as work:
+        snap, _, _ = resolve_source(rpc_url=None, snapshot_dir=None, work_dir=work)
+    vols = {s for s, vs in snap.venues.items() if vs}
+    without = {s: tuple(v for v in vs if v.params.get("quote") not in vols) for s, vs in snap.venues.items()}
+    with_routes = dict(snap.venues)
+    added = ""
+    if without == {s: tuple(vs) for s, vs in snap.venues.items()}:
+        p = snap.prices()
+        base = 40e6 / p["wstETH"]
+        pool = Venue("wstETH", "constant_product", {**WSTETH_WETH_POOL, "base_reserve": base,
+                                                     "quote_reserve": base * p["wstETH"] / p["WETH"]})
+        with_routes["wstETH"] = tuple(snap.venues.get("wstETH", ())) + (pool,)
+        added = " (a $40M wstETH/WETH pool added: the snapshot has none)"
+    a = Snapshot(snap.manifest, snap.assets, snap.positions, snap.markets, with_routes)
+    b = Snapshot(snap.manifest, snap.assets, snap.positions, snap.markets, {s: vs for s, vs in without.items() if vs})
+    times = {}
+    results = {}
+    for name, sn in (("routed", a), ("stable-only", b)):
+        pr = prepare(sn)
+        best = math.inf
+        for _ in range(repeats):
+            t = time.perf_counter()
+            results[name] = solve(sn, {"WETH": 0.2}, "sequential", prepared=pr)
+            best = min(best, time.perf_counter() - t)
+        times[name] = best
+    ra, rb = results["routed"], results["stable-only"]
+    print(f"[5] default devnet snapshot, sequential WETH -20%{added}: routed {times['routed']:.3f}s "
+          f"({ra.rounds} rounds, {len(ra.sales)} sale legs, wstETH ends ${ra.end_prices['wstETH']:,.2f}), "
+          f"stable pools only {times['stable-only']:.3f}s ({rb.rounds} rounds, wstETH ends "
+          f"${rb.end_prices['wstETH']:,.2f}); routing costs x{times['routed'] / times['stable-only']:.2f}")
+    return times["routed"] / times["stable-only"]
 
 
 if __name__ == "__main__":

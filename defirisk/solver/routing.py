@@ -74,10 +74,10 @@ class Router:
         """Best bid for j over its paths: mid prices, or with net=True what the next token sold pays
         (each path's mid times its pools' 1 - fee; m then holds the quotes' net levels)."""
         g = _gamma if net else (lambda c: 1.0)
-        best = g(self.usd[j]) * float(self.usd[j].price(state[j])) if j in self.usd else 0.0
+        best = g(self.usd[j]) * _agg_price(self.usd[j], state[j]) if j in self.usd else 0.0
         for w in self.quotes_of.get(j, ()):
             c = self.cross[j, w]
-            best = max(best, g(c) * float(c.price(state[cross_key(j, w)])) * float(m[w]))
+            best = max(best, g(c) * _agg_price(c, state[cross_key(j, w)]) * float(m[w]))
         return max(best, MIN_REL * float(self.p0[j]))
 
     # -- one routed round --------------------------------------------------------------------------
@@ -90,13 +90,13 @@ class Router:
         if j in self.usd:
             c, st = self.usd[j], state[j]
             g = _gamma(c)
-            paths.append((None, lambda L, c=c, st=st, g=g: float(c.amount_to_price(st, L / g)), g * float(c.price(st))))
+            paths.append((None, lambda L, c=c, st=st, g=g: _agg_amount(c, st, L / g), g * _agg_price(c, st)))
         for w in self.quotes_of.get(j, ()):
             c, st, mw = self.cross[j, w], state[cross_key(j, w)], float(M[w])
             if mw <= 0:
                 continue
             g = _gamma(c) * mw
-            paths.append((w, lambda L, c=c, st=st, g=g: float(c.amount_to_price(st, L / g)), g * float(c.price(st))))
+            paths.append((w, lambda L, c=c, st=st, g=g: _agg_amount(c, st, L / g), g * _agg_price(c, st)))
         if total <= 0 or not paths:
             return (max((p[2] for p in paths), default=0.0), {p[0]: 0.0 for p in paths})
         top = max(p[2] for p in paths)
@@ -350,7 +350,7 @@ class Router:
 # law has no meaning above the initial price (sqrt, depth_curve) are bought back at most to it.
 
 def _venue_buy(v, st: tuple, z: float) -> tuple[tuple, float]:
-    """(state after buying z base out of venue v, quote paid in, in units of the venue's mid x m0);
+    """(state after buying z base out of venue v, quote paid in, in units of the venue's m0 x rel);
     z is clamped to the venue's capacity (`_venue_buy_capacity`)."""
     z = min(z, _venue_buy_capacity(v, st))
     if z <= 0:
@@ -359,42 +359,60 @@ def _venue_buy(v, st: tuple, z: float) -> tuple[tuple, float]:
         B, Q = float(st[0]), float(st[1])
         y = (Q * B / (B - z) - Q) / v.gamma
         return (np.float64(B - z), np.float64(Q + y)), y / v.m0
-    if isinstance(v, UniswapV3):
-        n0 = float(st[0])
-        new = (np.float64(n0 - z),)
-        # quote paid = the area under the price curve between the two states (exact on one segment,
-        # the extended first segment above the initial price), plus the fee on it
-        paid = abs(_v3_area(v, n0 - z, n0)) / v.gamma
-        return new, paid
     q0 = float(st[0])
-    q1 = q0 - z if isinstance(v, (Linear, Exponential)) else max(q0 - z, 0.0)
+    q1 = q0 - z
     new = (np.float64(q1),)
-    paid = float(_mean_rel(v, q1, q0)) * (q0 - q1)
-    return new, paid
+    if isinstance(v, UniswapV3):
+        # quote paid = the area under the relative price between the two net inputs, plus the fee
+        return new, _area(v, q1, q0) / v.gamma
+    return new, _area(v, q1, q0)
 
 
-def _v3_area(v: UniswapV3, n_lo: float, n_hi: float) -> float:
-    """Integral of the relative price over the net base input from n_lo to n_hi (in whole tokens)."""
-    xs = np.linspace(n_lo, n_hi, 65)
-    ys = np.asarray(v.rel((xs,)), dtype=float)
-    return float(np.trapezoid(ys, xs)) if hasattr(np, "trapezoid") else float(np.trapz(ys, xs))
-
-
-def _mean_rel(v, q_lo: float, q_hi: float) -> float:
-    if q_hi <= q_lo:
-        return float(v.rel((np.float64(q_hi),)))
+def _area(v, q_lo: float, q_hi: float) -> float:
+    """Integral of the venue's relative price over its state variable from q_lo to q_hi (a buy's cost:
+    trapezoid on 65 points; the price is monotone and smooth between tick boundaries)."""
     xs = np.linspace(q_lo, q_hi, 65)
     ys = np.asarray(v.rel((xs,)), dtype=float)
-    area = np.trapezoid(ys, xs) if hasattr(np, "trapezoid") else np.trapz(ys, xs)
-    return float(area / (q_hi - q_lo))
+    return float(np.sum(0.5 * (ys[1:] + ys[:-1]) * np.diff(xs)))
+
+
+def _venue_up_to(v, st: tuple, r: float) -> float:
+    """Base tokens to buy out of venue v for its relative price to rise to r (0 if already there),
+    in closed form; at most the venue's capacity."""
+    if v.rel_f(_fl(st)) >= r:
+        return 0.0
+    cap = _venue_buy_capacity(v, st)
+    if isinstance(v, ConstantProduct):
+        B, Q, g, m = float(st[0]), float(st[1]), v.gamma, r * v.m0
+        # m B'^2 - Q (1 - 1/g) B' - Q B / g = 0 for the reserve B' left after the buy
+        b = Q * (1.0 - 1.0 / g)
+        Bp = (b + math.sqrt(b * b + 4.0 * m * Q * B / g)) / (2.0 * m)
+        return min(max(B - Bp, 0.0), cap)
+    if isinstance(v, UniswapV3):
+        w = v.w0 * math.sqrt(r)
+        if w <= v.w0:
+            net_r = v.gamma * v.q_f((0.0,), r)
+        else:  # above the initial price: the first range's liquidity continued
+            net_r = float(v.Ls[0]) * (1.0 / w - 1.0 / v.w0) if len(v.Ls) else -math.inf
+        return min(max(float(st[0]) - net_r, 0.0), cap)
+    if isinstance(v, Linear):
+        return min(max(float(st[0]) - (1.0 - r) / v.k, 0.0), cap)
+    if isinstance(v, Exponential):
+        q_r = -v.depth * math.log((r - v.floor) / (1.0 - v.floor)) if r > v.floor else math.inf
+        return min(max(float(st[0]) - q_r, 0.0), cap)
+    q_r = float(v.q_of_r(np.float64(min(r, 1.0)))) if hasattr(v, "q_of_r") else 0.0
+    return min(max(float(st[0]) - q_r, 0.0), cap)
 
 
 def _venue_buy_capacity(v, st: tuple) -> float:
+    """How much base a buy can take out: never a whole constant-product reserve; V3 up to 1000x its
+    initial price on the first range; linear and exponential without bound; other kinds back to their
+    initial state."""
     if isinstance(v, ConstantProduct):
-        return 0.999 * float(st[0])                       # never the whole reserve
+        return 0.999 * float(st[0])
     if isinstance(v, UniswapV3):
         L0 = float(v.Ls[0]) if len(v.Ls) else 0.0
-        return max(float(st[0]) + 0.999 * L0 / v.w0, 0.0)  # up to 1000x the initial price on the range
+        return max(float(st[0]) + L0 * (1.0 - 1.0 / math.sqrt(1000.0)) / v.w0, 0.0)
     if isinstance(v, (Linear, Exponential)):
         return max(float(st[0]), 0.0) + 1e12
     return max(float(st[0]), 0.0)
@@ -402,41 +420,31 @@ def _venue_buy_capacity(v, st: tuple) -> float:
 
 def _buy(c: AssetCurve, st: tuple, z: float) -> tuple[tuple, float]:
     """Buy z base out of aggregate c, split so all its venues end at one relative price (the mirror of
-    a routed sale). Returns (state, quote paid in c's units: quote tokens, or USD for a USD aggregate)."""
+    a routed sale; closed-form amounts per venue, the common price by bisection on a log scale).
+    Returns (state, quote paid in c's units: quote tokens, or USD for a USD aggregate)."""
     if z <= 0:
         return st, 0.0
+    z = min(z, _buy_capacity(c, st))
     if len(c.venues) == 1:
         new, paid = _venue_buy(c.venues[0], st[0], z)
         return (new,), c.p0 * paid
 
-    def bought_to(r: float) -> list[float]:
-        out = []
-        for v, s in zip(c.venues, st):
-            cap = _venue_buy_capacity(v, s)
-            if float(v.rel(s)) >= r:
-                out.append(0.0)
-                continue
-            lo, hi = 0.0, cap
-            for _ in range(100):
-                mid = 0.5 * (lo + hi)
-                if float(v.rel(_venue_buy(v, s, mid)[0])) < r:
-                    lo = mid
-                else:
-                    hi = mid
-            out.append(hi)
-        return out
+    def total(r: float) -> float:
+        return sum(_venue_up_to(v, s, r) for v, s in zip(c.venues, st))
 
-    r_lo = float(c.rel(st))
-    r_hi = r_lo * 2.0
-    while sum(bought_to(r_hi)) < z and r_hi < 1e9:
-        r_hi *= 2.0
-    for _ in range(80):
-        r = 0.5 * (r_lo + r_hi)
-        if sum(bought_to(r)) < z:
-            r_lo = r
+    lo = max(min(v.rel_f(_fl(s)) for v, s in zip(c.venues, st)), MIN_REL)
+    hi = lo * 2.0
+    while total(hi) < z and hi < 1e12:
+        hi *= 2.0
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if not (lo < mid < hi) or hi - lo <= 1e-13 * hi:
+            break
+        if total(mid) < z:
+            lo = mid
         else:
-            r_hi = r
-    parts = bought_to(r_hi)
+            hi = mid
+    parts = [_venue_up_to(v, s, hi) for v, s in zip(c.venues, st)]
     scale = z / sum(parts) if sum(parts) > 0 else 0.0
     new, paid = [], 0.0
     for v, s, part in zip(c.venues, st, parts):
@@ -448,6 +456,23 @@ def _buy(c: AssetCurve, st: tuple, z: float) -> tuple[tuple, float]:
 
 def _buy_capacity(c: AssetCurve, st: tuple) -> float:
     return float(sum(_venue_buy_capacity(v, s) for v, s in zip(c.venues, st)))
+
+
+def _fl(st) -> tuple:
+    return tuple(float(a) for a in st)
+
+
+def _agg_price(c: AssetCurve, st: tuple) -> float:
+    """c.price(st) on plain floats (the venues' scalar twins: no numpy per call)."""
+    return c.p0 * max(max(v.rel_f(_fl(s)) for v, s in zip(c.venues, st)), MIN_REL)
+
+
+def _agg_amount(c: AssetCurve, st: tuple, price: float) -> float:
+    """c.amount_to_price(st, price) on plain floats: tokens for every venue to reach `price`."""
+    r = price / c.p0
+    if r < MIN_REL * (1 + 1e-9):
+        return math.inf
+    return sum(v.q_f(_fl(s), r) for v, s in zip(c.venues, st))
 
 
 def _gamma(curve: AssetCurve) -> float:
