@@ -234,6 +234,14 @@ def load_snapshot(path: str | os.PathLike) -> Snapshot:
             build_asset_curve(vs, snap.assets, sym)
         except InputError as exc:
             raise InputError(f"{d / 'venues.json'}: {exc}") from None
+    # the routes: every venue's quote is known and cross venues form no cycle
+    from defirisk.solver.routing import build_router
+
+    try:
+        build_router(snap, snap.symbols, np.array([a.price_usd for _, a in sorted(snap.assets.items())]))
+    except InputError as exc:
+        msg = str(exc)
+        raise InputError(f"{d / 'venues.json'}{msg[len('venues.json'):]}" if msg.startswith("venues.json") else msg) from None
     return snap
 
 

@@ -225,3 +225,18 @@ def test_curve_of_an_asset_traded_only_through_its_quote():
     assert (c2.curve.end_price >= c.curve.end_price * (1 - 1e-12)).all()
     with pytest.raises(InputError, match="recovery applies to sequential mode"):
         cascade_curve(snap, "wstETH", points=12, mode="equilibrium", recovery={"WETH": 60})
+
+
+def test_bad_quote_is_named_when_the_snapshot_is_loaded(tmp_path):
+    import json as _json
+
+    from defirisk.snapshot import load_snapshot, write_snapshot
+    d = tmp_path / "s"
+    write_snapshot(book({"WETH": WETH_USDC, "wstETH": WST_WETH}), d)
+    venues = _json.loads((d / "venues.json").read_text())
+    for v in (venues["wstETH"] if isinstance(venues["wstETH"], list) else [venues["wstETH"]]):
+        v["quote"] = "stETH"
+    (d / "venues.json").write_text(_json.dumps(venues))
+    with pytest.raises(InputError) as e:
+        load_snapshot(d)
+    assert str(d / "venues.json") in str(e.value) and "asset wstETH" in str(e.value) and "field quote" in str(e.value)
