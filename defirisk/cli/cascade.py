@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from defirisk.cli import app
-from defirisk.cli.options import parse_assignments
+from defirisk.cli.options import gas_usd_option, min_profit_usd_option, parse_assignments, recovery_option
 from defirisk.errors import ConvergenceError, InputError
 
 
@@ -44,18 +44,15 @@ def cascade(
     liquidators: str = typer.Option("profitable", "--liquidators", help="profitable (a liquidation happens only "
                                     "when it pays the liquidator: bonus > price impact + gas + minimum profit) or "
                                     "all (every liquidatable position is liquidated). Applies to --curve too (not to fixed-price mode)."),
-    gas_usd: Optional[float] = typer.Option(None, "--gas-usd", help="Gas per liquidation call in USD (default: "
-                                            "20 gwei x the protocol's measured gas x the snapshot's WETH price)."),
-    min_profit_usd: Optional[float] = typer.Option(None, "--min-profit-usd", help="Profit a liquidator requires "
-                                                   "beyond gas, USD per call (default 0)."),
+    gas_usd: Optional[float] = gas_usd_option(),
+    min_profit_usd: Optional[float] = min_profit_usd_option(),
     capital_usd: Optional[float] = typer.Option(None, "--capital-usd", help="Capital the liquidators can commit per "
                                                 "round, USD (default unlimited; needs --no-flash-loans)."),
     flash_loans: Optional[bool] = typer.Option(None, "--flash-loans/--no-flash-loans", help="Whether liquidators "
                                                "can flash-borrow the debt they repay (default: yes)."),
     depth: Optional[Path] = typer.Option(None, "--depth", help="Off-chain depth, CSV asset,usd_sold,impact (aggregator "
                                          "quotes, order books): routed together with the snapshot's pools (docs/model.md)."),
-    recovery: List[str] = typer.Option([], "--recovery", help="ASSET=SECONDS: half-life of the price impact between "
-                                       "sequential rounds (arbitrage refilling the pools), repeatable; default none."),
+    recovery: List[str] = recovery_option(),
 ) -> None:
     """Liquidation cascade after a price shock, or the cascade curve with its cliffs.
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import typer
+
 from defirisk.errors import InputError
 
 
@@ -21,3 +23,18 @@ def parse_assignments(items: Iterable[str], option: str, value_name: str = "NUMB
     if required and not out:
         raise InputError(f"give at least one {option} ASSET={value_name}, e.g. {option} WETH=0.25")
     return out
+
+
+# Options several commands share, one definition each (same flag, same help everywhere).
+def gas_usd_option():
+    return typer.Option(None, "--gas-usd", help="Gas per liquidation call in USD (default: 20 gwei x the protocol's "
+                        "measured gas x the snapshot's WETH price).")
+
+
+def min_profit_usd_option():
+    return typer.Option(None, "--min-profit-usd", help="Profit a liquidator requires beyond gas, USD per call (default 0).")
+
+
+def recovery_option():
+    return typer.Option([], "--recovery", help="ASSET=SECONDS: half-life of the price impact between blocks "
+                        "(arbitrage refilling the pools) in sequential solves and curves, repeatable; default none.")

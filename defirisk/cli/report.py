@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from defirisk.cli import app
-from defirisk.cli.options import parse_assignments
+from defirisk.cli.options import gas_usd_option, min_profit_usd_option, parse_assignments, recovery_option
 from defirisk.cli.progress import StageProgress
 from defirisk.errors import DefiriskError, InputError
 from defirisk.redact import scrub
@@ -34,14 +34,11 @@ def report_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless an alert fires or an error occurs (for cron)."),
     liquidators: str = typer.Option("profitable", "--liquidators", help="Scenario solves: profitable (a liquidation "
                                     "happens only when it pays the liquidator) or all (every liquidatable position)."),
-    gas_usd: Optional[float] = typer.Option(None, "--gas-usd", help="Gas per liquidation call in USD (default: "
-                                            "20 gwei x the protocol's measured gas x the snapshot's WETH price)."),
-    min_profit_usd: Optional[float] = typer.Option(None, "--min-profit-usd", help="Profit a liquidator requires "
-                                                   "beyond gas, USD per call (default 0)."),
+    gas_usd: Optional[float] = gas_usd_option(),
+    min_profit_usd: Optional[float] = min_profit_usd_option(),
     depth: Optional[Path] = typer.Option(None, "--depth", help="Off-chain depth, CSV asset,usd_sold,impact: routed "
                                          "together with the on-chain pools; the report states which depth each asset used."),
-    recovery: List[str] = typer.Option([], "--recovery", help="ASSET=SECONDS: half-life of the price impact between "
-                                       "blocks in the sequential solves and curves, repeatable; default none."),
+    recovery: List[str] = recovery_option(),
 ) -> None:
     """Write the keeper-risk report: liquidatable now, static liquidation levels, cascade curves with
     cliffs, standard shocks in both modes, history and alerts.

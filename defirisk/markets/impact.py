@@ -58,6 +58,40 @@ def _num(params: Mapping[str, Any], key: str, where: str, *, positive: bool = Fa
     return v
 
 
+def _rel_width(lo: float, hi: float) -> bool:
+    return hi - lo <= 1e-15 * max(hi, 1e-300)
+
+
+def root_decreasing(f, lo: float, hi: float, *, f_lo: float | None = None, f_hi: float | None = None,
+                    done=_rel_width, steps: int = _BISECT_STEPS) -> float:
+    """Where a decreasing f crosses 0 in [lo, hi] (f(lo) > 0 >= f(hi)), returned on the side where
+    f <= 0: Illinois regula falsi (the stale end's value halved), a bisection step whenever the secant
+    leaves the bracket, until `done(lo, hi)` (default: 1e-15 relative width) or f = 0."""
+    f_lo = f(lo) if f_lo is None else f_lo
+    f_hi = f(hi) if f_hi is None else f_hi
+    if f_hi > 0:
+        return hi
+    side = 0
+    for _ in range(steps):
+        if done(lo, hi) or f_hi == 0.0:
+            break
+        m = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        if not (lo < m < hi):
+            m = 0.5 * (lo + hi)
+        fm = f(m)
+        if fm > 0.0:
+            lo, f_lo = m, fm
+            if side == -1:
+                f_hi *= 0.5
+            side = -1
+        else:
+            hi, f_hi = m, fm
+            if side == 1:
+                f_lo *= 0.5
+            side = 1
+    return hi
+
+
 class _VenueCurve:
     """One venue. States are tuples of float arrays (broadcastable), vectorised over scenarios."""
 
@@ -594,25 +628,7 @@ class AssetCurve:
                     a, fa = m, fm
             hi = pts[a] if b != a else top
             lo = pts[b]
-            ghi, glo = fa - x, fb - x        # ghi <= 0 < glo; F decreasing in r
-            side = 0
-            for _ in range(_BISECT_STEPS):
-                if hi - lo <= 1e-15 * max(hi, 1e-300) or ghi == 0.0:
-                    break
-                m = hi - ghi * (hi - lo) / (ghi - glo)
-                if not (lo < m < hi):
-                    m = 0.5 * (lo + hi)
-                gm = F(m) - x
-                if gm > 0.0:
-                    lo, glo = m, gm
-                    if side == -1:
-                        ghi *= 0.5          # Illinois: the stale end's value is halved
-                    side = -1
-                else:
-                    hi, ghi = m, gm
-                    if side == 1:
-                        glo *= 0.5
-                    side = 1
+            hi = root_decreasing(lambda r: F(r) - x, lo, hi, f_lo=fb - x, f_hi=fa - x)
         parts = [min(q(s, hi), x) for q, s in zip(qs, sts)]
         rest = x - sum(parts)
         j = max(range(len(parts)), key=lambda i: (parts[i], -i))  # first largest, as np.argmax

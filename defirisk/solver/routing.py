@@ -30,7 +30,8 @@ import numpy as np
 
 from defirisk.errors import ConvergenceError, InputError
 from defirisk.markets.impact import (MIN_REL, AssetCurve, ConstantProduct, Exponential, Linear, UniswapV3,
-                                     build_venue_curve)
+                                     build_venue_curve, root_decreasing)
+from defirisk.solver.economics import curve_proceeds
 
 ROUTE_TOL = 1e-13     # sweeps over several quotes: relative change of every M between sweeps
 MAX_PASSES = 200
@@ -481,35 +482,12 @@ def _gamma(curve: AssetCurve) -> float:
 
 
 def _root_decreasing(f, lo: float, hi: float) -> float:
-    """The point of [lo, hi] where the decreasing f crosses 0 (f(lo) > 0 >= f(hi)), on the side where
-    f <= 0, to 1e-15 relative width: Illinois regula falsi, bisection when a step leaves the bracket."""
-    f_lo, f_hi = f(lo), f(hi)
-    if f_hi > 0:
-        return hi
-    side = 0
-    for _ in range(_LEVEL_STEPS):
-        if hi - lo <= 1e-15 * max(abs(hi), abs(lo), 1e-300) or f_hi == 0.0:
-            break
-        m = hi - f_hi * (hi - lo) / (f_hi - f_lo)
-        if not (lo < m < hi):
-            m = 0.5 * (lo + hi)
-        fm = f(m)
-        if fm > 0:
-            lo, f_lo = m, fm
-            if side == -1:
-                f_hi *= 0.5
-            side = -1
-        else:
-            hi, f_hi = m, fm
-            if side == 1:
-                f_lo *= 0.5
-            side = 1
-    return hi
+    """impact.root_decreasing on a log-scale variable (which may be negative): 1e-15 of its size."""
+    return root_decreasing(f, lo, hi, done=lambda a, b: b - a <= 1e-15 * max(abs(a), abs(b), 1e-300),
+                           steps=_LEVEL_STEPS)
 
 
 def _proceeds(curve: AssetCurve, state, amount: float) -> float:
-    from defirisk.solver.economics import curve_proceeds  # economics imports the solver's engine
-
     return float(curve_proceeds(curve, state, np.array(amount)))
 
 
